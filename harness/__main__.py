@@ -1,0 +1,27 @@
+"""python -m harness method=lora model=smollm2-135m task=arithmetic [key=value ...] [-m for sweeps]"""
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+
+from harness.config import register_configs
+from harness.errors import HarnessError
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg) -> None:
+    from harness import runner
+    try:
+        runner.run(cfg)
+    except HarnessError as exc:  # bad input: one message naming the fix, no traceback, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

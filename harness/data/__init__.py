@@ -1,0 +1,144 @@
+"""The data files shipped with the harness, and the paper's files fetched on demand.
+
+Shipped: harness/data/{test,train}/<name>.json.gz with manifest.json (records, sha256 of the
+uncompressed JSON, source, license); every read is checked against the manifest. Remote: the
+LLM-Adapters training sets (math_10k, commonsense_170k, ...) and the exact HellaSwag test file,
+fetched from GitHub on first use, verified by git blob SHA-1 and cached.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+import urllib.request
+from functools import lru_cache
+from pathlib import Path
+
+from datasets import Dataset
+
+from harness.errors import DataError
+
+DATA_DIR = Path(__file__).resolve().parent
+FIELDS = ("instruction", "input", "output", "answer")
+LLM_ADAPTERS_RAW = "https://raw.githubusercontent.com/AGI-Edgerunners/LLM-Adapters/main/"
+
+# The paper's files that are too big for the offline snapshot, with the git blob SHA-1 any copy
+# must hash to (see MANIFEST.md, "Missing").
+REMOTE_FILES = {
+    "math_10k": ("ft-training_set/math_10k.json", "27dba77d6ed80aa118d78fbafa5cecd651f6d463"),
+    "math_7k": ("ft-training_set/math_7k.json", "fd93bf268b53bb644b38e71270cdf633951ba3e0"),
+    "math_14k": ("ft-training_set/math_14k.json", "7dc3a2312d83bd5cd6388ecd5d530f2ff6ed1ad6"),
+    "math_50k": ("ft-training_set/math_50k.json", "61fcf3e08fc90a922be320441019d6022e25f5d0"),
+    "commonsense_170k": ("ft-training_set/commonsense_170k.json", "529e426b33d4cdb1d0c4a275a1a7245ad081fd91"),
+    "commonsense_15k": ("ft-training_set/commonsense_15k.json", "3716afef6d384c475dba13f88a5a96c8032dafe2"),
+    "hellaswag_exact": ("dataset/hellaswag/test.json", "183c4920415f83ba4b793c4873a33e7e10bd1be5"),
+}
+
+
+@lru_cache(maxsize=1)
+def manifest() -> dict:
+    path = DATA_DIR / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read the data manifest {path}: {exc}. Reinstall the package "
+                        "(pip install -e .) or rebuild it with tools/package_data.py.") from exc
+
+
+def validate_records(records, origin: str) -> list[dict]:
+    """Check the LLM-Adapters record format; name the file and the record on any defect."""
+    if not isinstance(records, list):
+        raise DataError(f"{origin}: expected a JSON list of records, got {type(records).__name__}")
+    if not records:
+        raise DataError(f"{origin}: the file holds no records")
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise DataError(f"{origin}: record {i} is not an object")
+        missing = [k for k in ("instruction", "answer") if k not in rec]
+        if missing:
+            raise DataError(f"{origin}: record {i} lacks field(s) {missing}; every record needs "
+                            f"'instruction' and 'answer' (and usually 'input', 'output')")
+        for k in FIELDS:
+            if k in rec and not isinstance(rec[k], str):
+                raise DataError(f"{origin}: record {i} field '{k}' is {type(rec[k]).__name__}, expected a string")
+    return [{k: rec.get(k, "") for k in FIELDS} for rec in records]
+
+
+def read_json_records(path: Path, expected_sha256: str | None = None) -> tuple[list[dict], str]:
+    """Read a (possibly gzipped) JSON list of records; return the records and the sha256 of the JSON."""
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"cannot read data file {path}: {exc}") from exc
+    digest = hashlib.sha256(raw).hexdigest()
+    if expected_sha256 and digest != expected_sha256:
+        raise DataError(f"{path}: sha256 {digest[:12]}… does not match the manifest "
+                        f"({expected_sha256[:12]}…); the file is damaged: reinstall or rerun tools/package_data.py")
+    try:
+        records = json.loads(raw)
+    except ValueError as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}") from exc
+    return validate_records(records, str(path)), digest
+
+
+def shipped(name: str) -> tuple[list[dict], dict]:
+    """A shipped file by manifest name ('test/gsm8k', 'train/boolq_train'): records and its manifest entry."""
+    files = manifest()["files"]
+    if name not in files:
+        raise DataError(f"no shipped data file '{name}'; known: {sorted(files)}")
+    entry = files[name]
+    records, _ = read_json_records(DATA_DIR / entry["path"], entry["sha256"])
+    return records, entry
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remote(name: str, cache_dir: str | Path, timeout: float = 30.0) -> tuple[list[dict], dict]:
+    """One of the paper's files from the LLM-Adapters repository, cached and verified by blob SHA-1."""
+    relpath, blob = REMOTE_FILES[name]
+    cached = Path(cache_dir) / "llm_adapters" / relpath
+    if not cached.is_file():
+        url = LLM_ADAPTERS_RAW + relpath
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                data = resp.read()
+        except OSError as exc:
+            raise DataError(
+                f"cannot download {url} ({exc}). '{name}' is one of the paper's files and needs internet "
+                f"access once; or place a copy at {cached}. Offline, use the shipped sets "
+                f"(task.train_set=math_offline / commonsense_offline).") from exc
+        if git_blob_sha1(data) != blob:
+            raise DataError(f"{url}: git blob SHA-1 {git_blob_sha1(data)} != expected {blob}; not cached")
+        atomic_write_bytes(cached, data)
+    data = cached.read_bytes()
+    if git_blob_sha1(data) != blob:
+        raise DataError(f"{cached}: git blob SHA-1 does not match {blob}; delete the file to refetch it")
+    records = validate_records(json.loads(data), str(cached))
+    return records, {"path": str(cached), "records": len(records), "sha256": hashlib.sha256(data).hexdigest(),
+                     "source": f"LLM-Adapters {relpath} (blob {blob})", "approximate": False}
+
+
+def to_dataset(records: list[dict]) -> Dataset:
+    return Dataset.from_list(records)

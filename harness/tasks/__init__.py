@@ -1,0 +1,159 @@
+"""Task families: declared test sets, training sets and scoring; the evaluator is generic.
+
+A family module (arithmetic.py, commonsense.py) declares a FAMILY; adding a family is one module
+plus one YAML in conf/task/. Scoring rules live in harness.extract.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import random
+from dataclasses import dataclass, field
+
+from harness import data
+from harness.errors import ConfigError, DataError
+from harness.extract import (answer_options, extract_label, extract_letter, extract_number,
+                             number_correct)
+
+
+@dataclass(frozen=True)
+class TestSet:
+    name: str
+    display: str  # as in the paper's tables
+    kind: str  # number | letter | label
+    labels: tuple = ()  # label words, for kind == label
+    remote_exact: str | None = None  # REMOTE_FILES key of the exact file when ours is approximate
+
+    @property
+    def multiple_choice(self) -> bool:
+        return self.kind in ("label", "letter")
+
+
+@dataclass(frozen=True)
+class TrainSet:
+    name: str
+    shipped: tuple = ()  # manifest names ('train/gsm8k_train', ...)
+    remote: str | None = None  # data.REMOTE_FILES key
+    contaminates: tuple = ()  # test sets whose items overlap this training data
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class TaskFamily:
+    name: str
+    test_sets: dict
+    train_sets: dict
+    paper_average: tuple  # the sets the paper averages
+    max_new_tokens: int
+    notes: dict = field(default_factory=dict)
+
+    def test_set(self, name: str) -> TestSet:
+        if name not in self.test_sets:
+            raise ConfigError(f"unknown test set '{name}' for task '{self.name}'; known: {list(self.test_sets)}")
+        return self.test_sets[name]
+
+    def train_set(self, name: str) -> TrainSet:
+        if name not in self.train_sets:
+            raise ConfigError(f"unknown training set '{name}' for task '{self.name}'; "
+                              f"choose task.train_set from {list(self.train_sets)}")
+        return self.train_sets[name]
+
+
+FAMILIES: dict[str, TaskFamily] = {}
+
+
+def register(family: TaskFamily) -> TaskFamily:
+    FAMILIES[family.name] = family
+    return family
+
+
+def _load_all() -> None:
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def get_family(name: str) -> TaskFamily:
+    if not FAMILIES:
+        _load_all()
+    if name not in FAMILIES:
+        raise ConfigError(f"unknown task '{name}'; choose task= one of {sorted(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def all_test_sets() -> dict[str, TestSet]:
+    if not FAMILIES:
+        _load_all()
+    return {k: v for fam in FAMILIES.values() for k, v in fam.test_sets.items()}
+
+
+# ---- scoring ---------------------------------------------------------------------------------
+
+def extract(ts: TestSet, response: str):
+    """The prediction extracted from a response; None when nothing parses."""
+    if ts.kind == "number":
+        return extract_number(response)
+    if ts.kind == "letter":
+        return extract_letter(response)
+    return extract_label(response, list(ts.labels))
+
+
+def is_correct(ts: TestSet, pred, gold: str) -> bool:
+    if ts.kind == "number":
+        return number_correct(pred, gold)
+    return pred is not None and pred == gold
+
+
+def options(ts: TestSet, instruction: str) -> list[str]:
+    """Answer options of one item, for log-likelihood scoring."""
+    if ts.kind == "letter":
+        return ["A", "B", "C", "D", "E"]
+    if ts.kind == "label":
+        return answer_options(instruction, list(ts.labels))
+    raise ConfigError(f"{ts.name} is not multiple choice: eval.scoring=loglik needs a multiple-choice set")
+
+
+_UNREACHABLE: set = set()
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+def load_test_set(ts: TestSet, cache_dir: str, variant: str = "auto") -> tuple[list[dict], dict]:
+    """Records and provenance of a test set. For an approximate shipped set (HellaSwag), `variant`
+    auto uses the exact file when it can be fetched, exact requires it, approx uses the shipped one."""
+    if variant not in ("auto", "exact", "approx"):
+        raise ConfigError(f"eval.hellaswag must be auto, exact or approx, not '{variant}'")
+    if ts.remote_exact and (variant == "exact" or (variant == "auto" and ts.remote_exact not in _UNREACHABLE)):
+        try:
+            records, meta = data.remote(ts.remote_exact, cache_dir, timeout=5.0)
+            return records, {**meta, "approximate": False, "variant": "exact"}
+        except DataError:
+            if variant == "exact":
+                raise
+            _UNREACHABLE.add(ts.remote_exact)  # offline: do not try again in this process
+    records, meta = data.shipped(f"test/{ts.name}")
+    return records, {**meta, "variant": "approx" if meta.get("approximate") else "exact"}
+
+
+def load_train_set(tr: TrainSet, cache_dir: str) -> tuple[list[dict], list[dict]]:
+    """Records of a training set (components concatenated in order) and each component's provenance."""
+    records, provenance = [], []
+    if tr.remote:
+        recs, meta = data.remote(tr.remote, cache_dir)
+        records += recs
+        provenance.append({"name": tr.remote, **meta})
+    for name in tr.shipped:
+        recs, meta = data.shipped(name)
+        records += recs
+        provenance.append({"name": name, **meta})
+    return records, provenance
+
+
+def select(records: list[dict], limit: int) -> list[dict]:
+    """The first `limit` items (all when limit <= 0): the same items for every run."""
+    return records if limit <= 0 else records[:limit]
+
+
+def shuffled(records: list[dict], seed: int) -> list[dict]:
+    out = list(records)
+    random.Random(seed).shuffle(out)
+    return out

@@ -1,0 +1,211 @@
+"""The training loop: small and explicit (AdamW, linear warmup/decay, gradient accumulation,
+clipping, bf16 autocast on GPU, fp32 on CPU, optional gradient checkpointing).
+
+Speed without changing the objective: micro-batches are grouped by length (less padding), and the
+loss of an optimizer step is the sum of token losses divided by the step's label-token count, so
+how the step's examples are split into micro-batches or padded does not change the gradient.
+On CUDA, liger-kernel's fused linear cross-entropy avoids materialising the full logits.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import statistics
+from contextlib import nullcontext
+
+import torch
+
+from harness import measure, prompts
+from harness.errors import ConfigError, Diverged
+
+log = logging.getLogger("harness.train")
+IGNORE = -100
+
+
+def tokenize_example(rec: dict, tok, cutoff_len: int, train_on_inputs: bool, style: str) -> dict:
+    """LLM-Adapters' tokenisation: truncate to cutoff_len, append EOS if there is room, and with
+    train_on_inputs=False mask the prompt (its length measured by tokenising it alone)."""
+    full = prompts.train_prompt(rec["instruction"], rec["input"], rec["output"], style)
+    ids = tok(full, truncation=True, max_length=cutoff_len)["input_ids"]
+    if ids and ids[-1] != tok.eos_token_id and len(ids) < cutoff_len:
+        ids = ids + [tok.eos_token_id]
+    labels = list(ids)
+    if not train_on_inputs:
+        user = prompts.train_prompt(rec["instruction"], rec["input"], "", style)
+        n_user = len(tok(user, truncation=True, max_length=cutoff_len)["input_ids"])
+        labels = [IGNORE] * n_user + labels[n_user:]
+    return {"input_ids": ids, "labels": labels}
+
+
+def micro_batches(lengths: list[int], micro: int, seed: int, group_by_length: bool) -> list[list[int]]:
+    """One epoch of micro-batches: shuffled; with grouping, each window of 64 micro-batches is
+    sorted by length (HF's megabatch scheme), then the micro-batches are shuffled again."""
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if not group_by_length:
+        return [order[i:i + micro] for i in range(0, len(order), micro)]
+    window = micro * 64
+    batches = []
+    for s in range(0, len(order), window):
+        chunk = sorted(order[s:s + window], key=lambda i: -lengths[i])
+        batches += [chunk[i:i + micro] for i in range(0, len(chunk), micro)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(examples: list[dict], pad_id: int, device: torch.device) -> dict:
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[row, :n] = torch.tensor(e["input_ids"])
+        labels[row, :n] = torch.tensor(e["labels"])
+        mask[row, :n] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def schedule(total_steps: int, warmup_steps: int):
+    """Linear warmup then linear decay to zero. Warmup is capped at a tenth of a short run."""
+    warmup = min(warmup_steps, max(1, total_steps // 10))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    return factor, warmup
+
+
+def check_batch_sizes(tcfg) -> int:
+    if tcfg.batch_size <= 0 or tcfg.micro_batch_size <= 0:
+        raise ConfigError(f"train.batch_size ({tcfg.batch_size}) and train.micro_batch_size "
+                          f"({tcfg.micro_batch_size}) must be positive integers")
+    if tcfg.batch_size % tcfg.micro_batch_size:
+        raise ConfigError(f"train.batch_size ({tcfg.batch_size}) must be a multiple of train.micro_batch_size "
+                          f"({tcfg.micro_batch_size})")
+    if tcfg.cutoff_len < 8:
+        raise ConfigError(f"train.cutoff_len ({tcfg.cutoff_len}) is too small; the paper uses 256")
+    return tcfg.batch_size // tcfg.micro_batch_size
+
+
+def use_liger(model, tcfg, device) -> bool:
+    """Patch in liger-kernel's fused linear cross-entropy where asked and possible (CUDA only)."""
+    if tcfg.fused_loss == "torch" or device.type != "cuda":
+        if tcfg.fused_loss == "liger":
+            raise ConfigError("train.fused_loss=liger needs a CUDA device; use auto or torch")
+        return False
+    try:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        _apply_liger_kernel_to_instance(model=base, fused_linear_cross_entropy=True, cross_entropy=False,
+                                        rms_norm=False, swiglu=False, rope=False)
+        return True
+    except Exception as exc:  # not installed, or an architecture liger does not know
+        if tcfg.fused_loss == "liger":
+            raise ConfigError(f"train.fused_loss=liger failed: {exc}") from exc
+        log.info("liger-kernel unavailable (%s); using the standard loss", exc)
+        return False
+
+
+def _fault(step: int) -> str | None:
+    """Test hook: PEFT_BENCH_INJECT_FAULT=oom@3 or nan@2 simulates a fault at that step."""
+    spec = os.environ.get("PEFT_BENCH_INJECT_FAULT", "")
+    kind, _, at = spec.partition("@")
+    return kind if spec and at.isdigit() and int(at) == step else None
+
+
+def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: torch.device,
+          dtype: torch.dtype, flops_per_token: float | None = None, on_log=None) -> dict:
+    """Train in place; return the train_info part of the record."""
+    accum = check_batch_sizes(tcfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("the method left no trainable parameters")
+    n = len(examples)
+    total_steps = tcfg.max_steps if tcfg.max_steps > 0 else math.ceil(tcfg.epochs * n / tcfg.batch_size)
+    if total_steps <= 0:
+        raise ConfigError("nothing to train: set train.epochs > 0 or train.max_steps > 0")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=tcfg.weight_decay,
+                            fused=device.type == "cuda" and all(p.is_cuda for p in params))
+    factor, warmup = schedule(total_steps, tcfg.warmup_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and dtype == torch.bfloat16
+                else nullcontext())
+    liger = use_liger(model, tcfg, device)
+    forward = torch.compile(model) if tcfg.compile else model
+    lengths = [len(e["input_ids"]) for e in examples]
+    pad_id = tok.pad_token_id
+
+    def steps():
+        epoch = 0
+        while True:
+            mbs = micro_batches(lengths, tcfg.micro_batch_size, seed + epoch, tcfg.group_by_length)
+            for s in range(0, len(mbs), accum):  # a short last step is normalised by its own tokens
+                yield epoch, mbs[s:s + accum]
+            epoch += 1
+
+    model.train()
+    losses, step_times, real_tokens, padded_tokens, samples = [], [], 0, 0, 0
+    memory = measure.PhaseMemory(device).start()
+    t_start = measure.clock(device)
+    epoch = 0
+    for step, (epoch, group) in zip(range(total_steps), steps()):
+        t0 = measure.clock(device)
+        batches = [collate([examples[i] for i in mb], pad_id, device) for mb in group]
+        step_items = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
+        step_loss = 0.0
+        for b in batches:
+            items = int((b["labels"][:, 1:] != IGNORE).sum())
+            with autocast:
+                out = forward(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"])
+            # HF returns the mean over this micro-batch's tokens; rescale to sum / step tokens
+            loss = out.loss * (items / max(1, step_items))
+            fault = _fault(step + 1)
+            if fault == "oom":
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by PEFT_BENCH_INJECT_FAULT)")
+            if fault == "nan":
+                loss = loss * float("nan")
+            if not torch.isfinite(loss):
+                raise Diverged(step + 1, float(loss))
+            loss.backward()
+            step_loss += float(loss)
+            real_tokens += int(b["attention_mask"].sum())
+            padded_tokens += b["input_ids"].numel()
+            samples += b["input_ids"].shape[0]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, tcfg.max_grad_norm) if tcfg.max_grad_norm > 0 else None
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step_times.append(measure.clock(device) - t0)
+        losses.append(step_loss)
+        if on_log and ((step + 1) % tcfg.log_every == 0 or step + 1 == total_steps):
+            on_log(step + 1, {"train/loss": step_loss, "train/lr": sched.get_last_lr()[0],
+                              "train/grad_norm": float(grad_norm) if grad_norm is not None else None,
+                              "train/step_seconds": step_times[-1], **{f"train/{k}": v for k, v in memory.read().items()}})
+    wall = measure.clock(device) - t_start
+    model.eval()
+    info = {
+        "steps": len(losses), "epochs_seen": round(samples / n, 4), "examples": n,
+        "accumulation": accum, "warmup_steps": warmup, "lr": lr,
+        "loss_first": losses[0], "loss_last": losses[-1],
+        "loss_mean_last10": statistics.fmean(losses[-10:]), "losses": [round(x, 5) for x in losses],
+        "fused_loss": "liger" if liger else "torch", "compiled": tcfg.compile,
+        "memory": memory.read(),
+        "throughput": {
+            "wall_seconds": round(wall, 4),
+            "median_step_seconds": round(statistics.median(step_times), 5),
+            "tokens_per_second": round(real_tokens / wall, 2),
+            "padded_tokens_per_second": round(padded_tokens / wall, 2),
+            "samples_per_second": round(samples / wall, 4),
+            "real_tokens": real_tokens, "padded_tokens": padded_tokens, "samples": samples,
+        },
+    }
+    if flops_per_token:
+        info["throughput"]["flops_per_token"] = flops_per_token
+        peak = measure.device_peak_tflops(device)
+        info["throughput"]["mfu"] = round(real_tokens / wall * flops_per_token / (peak * 1e12), 5) if peak else None
+    return info
