@@ -167,3 +167,19 @@ def register_configs() -> None:
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="method", name="method_schema", node=MethodConfig)
     cs.store(group="task", name="task_schema", node=TaskConfig)
+
+
+CONF_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose(overrides: list[str] | tuple = ()):
+    """The resolved run config for `overrides`, as `python -m harness <overrides>` would see it
+    (for tests, the benchmark and the VRAM estimator; no Hydra run directory is created)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))

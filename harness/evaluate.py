@@ -26,49 +26,83 @@ def generate_answers(model, tok, texts: list[str], max_new_tokens: int, batch_si
     """Greedy/beam continuations of `texts` (in input order) and the number of tokens each generated."""
     tok.padding_side = "left"
     lengths = [len(ids) for ids in tok(texts)["input_ids"]]
+    # Stopping at a second "### Response:" is free: LLM-Adapters' scoring discards everything after
+    # it (prompt+generation).split("### Response:")[1]), and models that loop the template stop early.
     gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
                                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                               bos_token_id=tok.bos_token_id, use_cache=True)
+                               bos_token_id=tok.bos_token_id, use_cache=True,
+                               stop_strings=[prompts.RESPONSE_MARKER])
     outputs: list[str] = [""] * len(texts)
     n_generated = [0] * len(texts)
     for idx in _sorted_batches(lengths, batch_size):
         enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True).to(device)
         seqs = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                              generation_config=gen_cfg)
+                              generation_config=gen_cfg, tokenizer=tok)
         new = seqs[:, enc["input_ids"].shape[1]:]
         for row, i in enumerate(idx):
             tokens = new[row].tolist()
             if tok.eos_token_id in tokens:
                 tokens = tokens[:tokens.index(tok.eos_token_id) + 1]
+            while tokens and tokens[-1] == tok.pad_token_id != tok.eos_token_id:  # finished early
+                tokens.pop()
             n_generated[i] = len(tokens)
             outputs[i] = tok.decode(tokens, skip_special_tokens=True)
     return outputs, n_generated
 
 
+def _common_prefix(seqs: list[list[int]]) -> list[int]:
+    out = []
+    for toks in zip(*seqs):
+        if any(t != toks[0] for t in toks):
+            break
+        out.append(toks[0])
+    return out
+
+
 @torch.no_grad()
-def option_logliks(model, tok, contexts: list[str], continuations: list[str], batch_size: int,
-                   device: torch.device) -> list[float]:
-    """Sum of log-probabilities of each continuation given its context (separately tokenised,
-    concatenated; right padding)."""
+def option_logliks(model, tok, contexts: list[str], options: list[list[str]], batch_size: int,
+                   device: torch.device) -> list[list[float]]:
+    """log P(option | context) summed over the option's tokens, for every option of every item.
+
+    Context and option are tokenised separately and concatenated. When an item's options differ
+    only in their last token (answer1/answer2/..., true/false), one forward pass over context +
+    shared prefix scores them all; otherwise each option gets its own sequence. Right padding keeps
+    positions independent of the batch (prompt tuning ignores position ids).
+    """
     tok.padding_side = "right"
     ctx_ids = tok(contexts)["input_ids"]
-    cont_ids = tok(continuations, add_special_tokens=False)["input_ids"]
-    seqs = [c + k for c, k in zip(ctx_ids, cont_ids)]
-    scores = [0.0] * len(seqs)
-    for idx in _sorted_batches([len(s) for s in seqs], batch_size):
-        width = max(len(seqs[i]) for i in idx)
+    requests = []  # (item, option indices, token sequence, scored tail length, final-token candidates)
+    for i, opts in enumerate(options):
+        conts = tok(opts, add_special_tokens=False)["input_ids"]
+        shared = _common_prefix(conts)
+        if all(len(c) == len(shared) + 1 for c in conts):
+            requests.append((i, list(range(len(opts))), ctx_ids[i] + shared, len(shared), [c[-1] for c in conts]))
+        else:
+            requests += [(i, [j], ctx_ids[i] + c, len(c), None) for j, c in enumerate(conts)]
+    scores = [[0.0] * len(o) for o in options]
+    for idx in _sorted_batches([len(r[2]) for r in requests], batch_size):
+        width = max(len(requests[k][2]) for k in idx)
         ids = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for row, i in enumerate(idx):
-            ids[row, :len(seqs[i])] = torch.tensor(seqs[i])
-            mask[row, :len(seqs[i])] = 1
+        for row, k in enumerate(idx):
+            ids[row, :len(requests[k][2])] = torch.tensor(requests[k][2])
+            mask[row, :len(requests[k][2])] = 1
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        logits = logits[:, -width:].float()  # prompt tuning prepends virtual-token positions
-        logp = F.log_softmax(logits, dim=-1)
-        for row, i in enumerate(idx):
-            start, end = len(ctx_ids[i]), len(seqs[i])
-            targets = torch.tensor(seqs[i][start:end], device=logp.device)
-            scores[i] = float(logp[row, start - 1:end - 1].gather(1, targets[:, None]).sum())
+        logits = logits[:, -width:]  # prompt tuning prepends virtual-token positions
+        for row, k in enumerate(idx):
+            item, opt_idx, seq, tail, finals = requests[k]
+            end = len(seq)
+            # only the positions that predict scored tokens go through log_softmax (vocab is large)
+            # position p predicts token p+1; with final candidates, the last position is scored too
+            hi = end - 1 if finals is None else end
+            logp = F.log_softmax(logits[row, end - tail - 1:hi].float(), dim=-1)
+            targets = torch.tensor(seq[end - tail:], device=logp.device)
+            base = float(logp[:tail].gather(1, targets[:, None]).sum()) if tail else 0.0
+            if finals is None:
+                scores[item][opt_idx[0]] = base
+            else:
+                for j, t in zip(opt_idx, finals):
+                    scores[item][j] = base + float(logp[tail, t])
     return scores
 
 
@@ -79,23 +113,16 @@ def evaluate_set(model, tok, ts: tasks.TestSet, records: list[dict], scoring: st
     t0 = measure.clock(device)
     rows = []
     if scoring == "loglik":
-        ctxs, conts, owners = [], [], []
-        for i, r in enumerate(records):
-            for opt in tasks.options(ts, r["instruction"]):
-                ctxs.append(texts[i])
-                conts.append(ANSWER_PREFIX + opt)
-                owners.append((i, opt))
-        scores = option_logliks(model, tok, ctxs, conts, batch_size, device)
-        best: dict[int, tuple[float, str]] = {}
-        for (i, opt), s in zip(owners, scores):
-            if i not in best or s > best[i][0]:
-                best[i] = (s, opt)
+        opts = [tasks.options(ts, r["instruction"]) for r in records]
+        scores = option_logliks(model, tok, texts, [[ANSWER_PREFIX + o for o in os_] for os_ in opts],
+                                batch_size, device)
         n_generated = 0
         for i, r in enumerate(records):
-            pred = best[i][1]
+            best = max(range(len(opts[i])), key=lambda j: scores[i][j])  # first of equal scores
+            pred = opts[i][best]
             rows.append({"index": i, "prompt": texts[i], "generation": None, "pred": pred, "gold": r["answer"],
                          "correct": tasks.is_correct(ts, pred, r["answer"]), "parsed": True,
-                         "option_scores": {o: round(s, 4) for (j, o), s in zip(owners, scores) if j == i}})
+                         "option_scores": dict(zip(opts[i], (round(x, 4) for x in scores[i])))})
     else:
         gens, n_tokens = generate_answers(model, tok, texts, max_new_tokens, batch_size, num_beams, device)
         n_generated = sum(n_tokens)

@@ -198,6 +198,11 @@ def load(model_cfg, method_cfg, device: torch.device, dtype: torch.dtype, cache_
         raise ModelError(f"cannot load model '{ref}': {exc.__class__.__name__}: {str(exc)[:300]} — {hint}") from exc
     if qcfg is None:
         model.to(device)
+    else:
+        # before any forward: a no-grad forward (forgetting, eval) would otherwise repack 4-bit
+        # weights for CPU inference and cut the gradient path to every LoRA layer below
+        from harness.methods.peft_methods import disable_bnb_cpu_inference_repack
+        disable_bnb_cpu_inference_repack(model)
     if tok.pad_token is None:  # LLaMA: pad with unk as LLM-Adapters does, else eos
         tok.pad_token = tok.unk_token or tok.eos_token
     info = {"resolved_path": ref, "weights_source": model_cfg.weights_source,

@@ -14,6 +14,7 @@ _HEAD_INPUT = ("Below is an instruction that describes a task, paired with an in
                "context. Write a response that appropriately completes the request.")
 
 STYLES = ("paper", "clean")
+RESPONSE_MARKER = "### Response:"
 
 
 def train_prompt(instruction: str, input: str = "", output: str = "", style: str = "paper") -> str:
@@ -46,4 +47,4 @@ def response_text(generation: str) -> str:
     Their code decodes prompt+generation and takes .split('### Response:')[1].strip(); we decode only
     the generated tokens, so the equivalent is the part before a repeated marker.
     """
-    return generation.split("### Response:")[0].strip()
+    return generation.split(RESPONSE_MARKER)[0].strip()

@@ -108,8 +108,19 @@ def execute(plan: Plan, tracker) -> dict:
                                 "overlaps_training_data": n in plan.train_set.contaminates}
                             for n, (ts, recs, meta) in tests.items()}}
 
+    timings = out["phase_seconds"] = {}
+    lap = time.perf_counter()
+
+    def phase(name: str) -> None:  # wall seconds of each phase, for users planning a sweep
+        nonlocal lap
+        now = time.perf_counter()
+        timings[name] = round(now - lap, 3)
+        lap = now
+
+    phase("data")
     seed_everything(c.seed)
     model, tok, info = models.load(c.model, c.method, device, dtype, c.cache_dir)
+    phase("load")
     out["model_info"] = info
     out["memory"] = {"weights_only": measure.current_memory(device)}
 
@@ -119,6 +130,7 @@ def execute(plan: Plan, tracker) -> dict:
                "sets": list(c.forgetting.test_sets), "limit": c.forgetting.limit, "style": style}
         before, cached = forgetting.base_scores(model, tok, c.forgetting, style, device, c.cache_dir, key)
         out["forgetting_before_cached"] = cached
+        phase("forgetting_before")
 
     seed_everything(c.seed)
     ctx = methods.MethodContext(tokenizer=tok, model_ref=info["resolved_path"], device=device,
@@ -129,6 +141,7 @@ def execute(plan: Plan, tracker) -> dict:
     out["method_info"] = prepared.notes
     out["params"] = {"trainable": base_trainable, "total": base_total,
                      "trainable_pct": round(100.0 * base_trainable / base_total, 4)}
+    phase("method")
 
     if prepared.trains:
         examples = [tokenize_example(r, tok, c.train.cutoff_len, c.train.train_on_inputs, style)
@@ -142,11 +155,11 @@ def execute(plan: Plan, tracker) -> dict:
             out["checkpoint"] = str(plan.paths.checkpoint)
     else:
         out["train_info"] = None
+    phase("train")
 
     model.eval()
     mem = measure.PhaseMemory(device).start()
     out["eval"], predictions = {}, {}
-    t0 = time.perf_counter()
     for name, (ts, recs, meta) in tests.items():
         max_new = c.eval.max_new_tokens or c.task.max_new_tokens
         metrics, rows = evaluate.evaluate_set(model, tok, ts, recs, c.eval.scoring, max_new, c.eval.batch_size,
@@ -157,12 +170,13 @@ def execute(plan: Plan, tracker) -> dict:
         predictions[name] = rows
         log.info("%s: %.1f%% (%d items, %.1f q/s, parse failures %.0f%%)", name, metrics["accuracy"],
                  metrics["n"], metrics["questions_per_second"] or 0, 100 * metrics["parse_failure_rate"])
-    out["eval_seconds"] = round(time.perf_counter() - t0, 3)
     out["memory"]["eval"] = mem.read()
+    phase("eval")
 
     if c.forgetting.enabled:
         after = forgetting.score(model, tok, c.forgetting, style, device, c.cache_dir)
         out["forgetting"] = forgetting.summarise(before, after)
+        phase("forgetting_after")
     out["_predictions"] = predictions
     del model, prepared
     gc.collect()

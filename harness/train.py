@@ -182,6 +182,9 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
         opt.zero_grad(set_to_none=True)
         step_times.append(measure.clock(device) - t0)
         losses.append(step_loss)
+        if (step + 1) % tcfg.log_every == 0 or step + 1 == total_steps:
+            log.info("step %d/%d  loss %.4f  lr %.2e  %.0f tok/s", step + 1, total_steps, step_loss,
+                     sched.get_last_lr()[0], real_tokens / (measure.clock(device) - t_start))
         if on_log and ((step + 1) % tcfg.log_every == 0 or step + 1 == total_steps):
             on_log(step + 1, {"train/loss": step_loss, "train/lr": sched.get_last_lr()[0],
                               "train/grad_norm": float(grad_norm) if grad_norm is not None else None,

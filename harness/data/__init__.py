@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import urllib.request
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def read_json_records(path: Path, expected_sha256: str | None = None) -> tuple[l
         raw = path.read_bytes()
         if path.suffix == ".gz":
             raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read data file {path}: {exc}") from exc
     digest = hashlib.sha256(raw).hexdigest()
     if expected_sha256 and digest != expected_sha256:

@@ -44,14 +44,19 @@ def register(name: str):
     return deco
 
 
+_loaded = False
+
+
 def _load_all() -> None:
-    for mod in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{mod.name}")
+    global _loaded
+    if not _loaded:  # a flag, not `if not METHODS`: one module imported directly must not hide the rest
+        for mod in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{mod.name}")
+        _loaded = True
 
 
 def get_method(name: str) -> Callable:
-    if not METHODS:
-        _load_all()
+    _load_all()
     if name not in METHODS:
         raise ConfigError(f"unknown method '{name}'; choose method= one of {sorted(METHODS)}")
     return METHODS[name]

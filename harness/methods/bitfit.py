@@ -20,14 +20,15 @@ WEIGHTS = "bitfit_biases.safetensors"
 
 
 def add_zero_biases(model: nn.Module, targets) -> tuple[int, int]:
-    """Give every bias-free nn.Linear whose name ends in one of `targets` a zero bias (fp32)."""
+    """Give every bias-free nn.Linear whose name ends in one of `targets` a zero bias."""
     added = existing = 0
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear) or name.rsplit(".", 1)[-1] not in targets:
             continue
         if module.bias is None:
-            module.bias = nn.Parameter(torch.zeros(module.out_features, device=module.weight.device,
-                                                   dtype=torch.float32))
+            # same dtype as the weight: evaluation runs without autocast, and F.linear needs one dtype
+            dtype = module.weight.dtype if module.weight.dtype.is_floating_point else torch.float32
+            module.bias = nn.Parameter(torch.zeros(module.out_features, device=module.weight.device, dtype=dtype))
             added += 1
         else:
             existing += 1

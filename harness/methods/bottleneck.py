@@ -82,17 +82,22 @@ def add_adapters(model: nn.Module, kind: str, bottleneck_size: int, non_linearit
     """Wrap every decoder layer's `mlp` with an adapter; freeze everything else. Returns the count."""
     if kind not in WRAPPERS:
         raise ConfigError(f"unknown adapter kind '{kind}'; use series or parallel")
-    freeze(model)
     hidden = _hidden_size(model)
-    targets = [(name, mod) for name, mod in model.named_modules()
-               if name.rsplit(".", 1)[-1] == "mlp" and not isinstance(mod, tuple(WRAPPERS.values()))]
+    wrapped = tuple(WRAPPERS.values())
+    if any(isinstance(m, wrapped) for m in model.modules()):
+        raise ConfigError("this model already has bottleneck adapters")
+    targets = [name for name, mod in model.named_modules() if name.rsplit(".", 1)[-1] == "mlp"]
     if not targets:
         raise ConfigError(f"{type(model).__name__} has no '.mlp' submodules to attach bottleneck adapters to")
+    # build every adapter first: a bad argument fails before the model is touched
+    adapters = [BottleneckAdapter(hidden, bottleneck_size, non_linearity, dropout, scaling, init_weights)
+                for _ in targets]
+    freeze(model)
     device = next(model.parameters()).device
-    for name, mlp in targets:
+    for name, adapter in zip(targets, adapters):
         parent_name, child = name.rsplit(".", 1)
-        adapter = BottleneckAdapter(hidden, bottleneck_size, non_linearity, dropout, scaling, init_weights)
-        setattr(model.get_submodule(parent_name), child, WRAPPERS[kind](mlp, adapter.to(device)))
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, WRAPPERS[kind](getattr(parent, child), adapter.to(device)))
     return len(targets)
 
 
@@ -111,14 +116,29 @@ def load_adapters(model: nn.Module, in_dir: str) -> nn.Module:
     """Attach adapters described by `in_dir` to a base model and load their weights (strict)."""
     from safetensors.torch import load_file
     cfg = json.loads((Path(in_dir) / CONFIG).read_text())
-    add_adapters(model, **cfg)
     weights = load_file(str(Path(in_dir) / WEIGHTS))
-    expected = set(adapter_state_dict(model))
-    if set(weights) != expected:
-        raise ConfigError(f"{in_dir}: adapter weights do not match the model "
-                          f"(missing {sorted(expected - set(weights))[:3]}, unexpected {sorted(set(weights) - expected)[:3]})")
+    # check names and shapes on a throwaway copy of the module tree before touching the model
+    probe = _adapter_shapes(model, cfg)
+    got = {k: tuple(v.shape) for k, v in weights.items()}
+    if got != probe:
+        missing, unexpected = sorted(set(probe) - set(got))[:3], sorted(set(got) - set(probe))[:3]
+        wrong = [k for k in set(got) & set(probe) if got[k] != probe[k]][:3]
+        raise ConfigError(f"{in_dir}: adapter weights do not fit this model (missing {missing}, "
+                          f"unexpected {unexpected}, wrong shape {wrong}); was it saved from another base model?")
+    add_adapters(model, **cfg)
     model.load_state_dict(weights, strict=False)
     return model
+
+
+def _adapter_shapes(model: nn.Module, cfg: dict) -> dict:
+    """Names and shapes the adapters described by `cfg` would have on `model`."""
+    hidden, size = _hidden_size(model), cfg["bottleneck_size"]
+    shapes = {}
+    for name, _ in model.named_modules():
+        if name.rsplit(".", 1)[-1] == "mlp":
+            shapes[f"{name}.adapter.adapter_down.weight"] = (size, hidden)
+            shapes[f"{name}.adapter.adapter_up.weight"] = (hidden, size)
+    return shapes
 
 
 def _bottleneck(kind: str):

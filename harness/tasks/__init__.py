@@ -67,22 +67,26 @@ def register(family: TaskFamily) -> TaskFamily:
     return family
 
 
+_loaded = False
+
+
 def _load_all() -> None:
-    for mod in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{mod.name}")
+    global _loaded
+    if not _loaded:  # a flag: one family module imported directly must not hide the others
+        for mod in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{mod.name}")
+        _loaded = True
 
 
 def get_family(name: str) -> TaskFamily:
-    if not FAMILIES:
-        _load_all()
+    _load_all()
     if name not in FAMILIES:
         raise ConfigError(f"unknown task '{name}'; choose task= one of {sorted(FAMILIES)}")
     return FAMILIES[name]
 
 
 def all_test_sets() -> dict[str, TestSet]:
-    if not FAMILIES:
-        _load_all()
+    _load_all()
     return {k: v for fam in FAMILIES.values() for k, v in fam.test_sets.items()}
 
 

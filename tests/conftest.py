@@ -1,0 +1,63 @@
+"""Shared test helpers (kept minimal)."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def make_tiny_llama():
+    """Factory for a tiny random LlamaForCausalLM in eval mode; the same seed gives the same weights.
+
+    Defaults: vocab 64, hidden 32, intermediate 64, 2 layers, 4 heads, 2 kv heads (bias-free).
+    Keyword arguments override LlamaConfig fields (e.g. num_hidden_layers=1, attention_bias=True).
+    Runs torch single-threaded while the test lasts: models this small only lose from threads, and a
+    busy machine makes the thread pool many times slower.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def make(seed: int = 0, **overrides):
+        kwargs = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+        kwargs.update(overrides)
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(LlamaConfig(**kwargs)).eval()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield make
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def work_dirs(tmp_path_factory):
+    """Results and cache directories shared by a test session (the tiny model is built once)."""
+    root = tmp_path_factory.mktemp("harness")
+    return {"results": root / "results", "cache": root / "cache"}
+
+
+@pytest.fixture(scope="session")
+def compose_run(work_dirs):
+    """compose_run(*overrides) -> resolved config for a quick tiny-random run in the session dirs."""
+    from harness.config import compose
+
+    def make(*overrides, results=None):
+        base = ["model=tiny-random", "task=arithmetic", "train.max_steps=2", "train.batch_size=4",
+                "train.micro_batch_size=2", "eval.limit=4", "eval.max_new_tokens=24", "forgetting.limit=4",
+                "wandb.enabled=false", f"results_dir={results or work_dirs['results']}",
+                f"cache_dir={work_dirs['cache']}"]
+        return compose(base + list(overrides))
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny(work_dirs):
+    """(model, tokenizer) of the tiny random LLaMA used by the harness, fp32 on CPU."""
+    import torch
+    from harness import models
+    from harness.config import compose
+    cfg = compose(["model=tiny-random", "method=none", f"cache_dir={work_dirs['cache']}"])
+    model, tok, _ = models.load(cfg.model, cfg.method, torch.device("cpu"), torch.float32, str(work_dirs["cache"]))
+    return model.eval(), tok

@@ -1,0 +1,99 @@
+"""End to end on the tiny random model: every method writes a valid record and predictions."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import runner
+
+METHODS = ["none", "full", "lora", "qlora4", "qlora8", "dora", "adapter_series", "adapter_parallel",
+           "prompt_tuning", "bitfit"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def check_record(rec: dict, method: str) -> None:
+    assert rec["status"] == "ok", rec.get("error")
+    assert rec["run_info"]["method"] == method
+    assert set(rec["eval"]) == {"gsm8k", "svamp", "multiarith", "addsub", "aqua", "singleeq", "mawps"}
+    for name, m in rec["eval"].items():
+        assert m["n"] == 4 and 0 <= m["accuracy"] <= 100
+        assert 0 <= m["parse_failure_rate"] <= 1 and m["scoring"] == "generate"
+        assert rec["data"]["test"][name]["sha256"]
+    p = rec["params"]
+    assert p["total"] > 0 and 0 <= p["trainable"] <= p["total"]
+    if method == "none":
+        assert p["trainable"] == 0 and rec["train_info"] is None
+    else:
+        t = rec["train_info"]
+        assert p["trainable"] > 0 and t["steps"] == 2
+        assert t["throughput"]["padded_tokens"] >= t["throughput"]["real_tokens"] > 0
+        assert rec["memory"]["train"]["peak_rss_gib"] > 0
+    assert rec["memory"]["eval"]["peak_rss_gib"] > 0
+    assert rec["meta_info"]["versions"]["torch"] and "git_sha" in rec["meta_info"]
+    assert rec["model_info"]["weights_source"] == "random-init"
+    f = rec["forgetting"]
+    assert set(f["forgetting"]) == {"hellaswag", "arc_challenge", "winogrande"}
+    if method == "none":
+        assert f["forgetting_avg"] == 0 and f["before"] == f["after"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_writes_a_valid_record(compose_run, work_dirs, method):
+    rec = runner.run(compose_run(f"method={method}"))
+    check_record(rec, method)
+    path = work_dirs["results"] / "runs" / f"{rec['run_id']}.json"
+    assert json.loads(path.read_text()) == json.loads(json.dumps(rec, default=str))
+    rows = [json.loads(line) for line in (work_dirs["results"] / "predictions" / rec["run_id"] /
+                                          "gsm8k.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    assert {"prompt", "generation", "response", "pred", "gold", "correct"} <= set(rows[0])
+    if method not in ("none",):
+        assert (work_dirs["results"] / "checkpoints" / rec["run_id"]).is_dir()
+
+
+def test_cli_writes_a_record_and_bad_input_exits_2(tmp_path, work_dirs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, "-m", "harness", "method=lora", "model=tiny-random", "task=commonsense",
+            "train.max_steps=1", "train.batch_size=2", "train.micro_batch_size=2", "eval.limit=2",
+            "eval.scoring=loglik", "forgetting.enabled=false", "wandb.enabled=false",
+            f"results_dir={tmp_path}", f"cache_dir={work_dirs['cache']}"]
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [path] = (tmp_path / "runs").glob("*.json")
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "ok" and all(m["scoring"] == "loglik" for m in rec["eval"].values())
+    assert rec["eval"]["hellaswag"]["approximate"] is True
+    bad = subprocess.run(args[:-2] + ["train.micro_batch_size=3", f"results_dir={tmp_path / 'bad'}",
+                                      f"cache_dir={work_dirs['cache']}"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "multiple of train.micro_batch_size" in bad.stderr
+    assert not (tmp_path / "bad" / "runs").exists() or not list((tmp_path / "bad" / "runs").glob("*.json"))
+
+
+def test_rerun_skips_a_complete_record(compose_run, work_dirs):
+    first = runner.run(compose_run("method=none"))
+    again = runner.run(compose_run("method=none"))
+    assert again["run_id"] == first["run_id"]
+    assert again["run_info"]["started"] == first["run_info"]["started"]  # skipped, not rerun
+    forced = runner.run(compose_run("method=none", "force=true"))
+    assert forced["run_id"] == first["run_id"]  # force is not part of the run id
+    assert forced["run_info"]["started"] != first["run_info"]["started"]
+
+
+def test_qlora4_adapters_all_learn_after_a_no_grad_forward(compose_run, work_dirs):
+    """bitsandbytes on AVX512-BF16 CPUs repacks 4-bit weights at the first no-grad forward (here the
+    forgetting suite runs before training); after that, LoRA layers below get no gradient, silently.
+    Every LoRA B matrix starts at zero, so each must be non-zero after training."""
+    from safetensors.torch import load_file
+    rec = runner.run(compose_run("method=qlora4", "forgetting.enabled=true", "train.max_steps=3", "seed=7"))
+    assert rec["status"] == "ok" and rec["forgetting"]["before"]
+    weights = load_file(str(work_dirs["results"] / "checkpoints" / rec["run_id"] / "adapter_model.safetensors"))
+    lora_b = {k: v for k, v in weights.items() if "lora_B" in k}
+    assert len(lora_b) == 2 * 5  # 2 layers x q,k,v,up,down
+    dead = [k for k, v in lora_b.items() if not v.abs().sum() > 0]
+    assert not dead, f"LoRA matrices that never received a gradient: {dead}"
