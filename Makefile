@@ -31,7 +31,7 @@ test-fast:
 	$(PY) -m pytest -q -x -m "not slow" tests
 
 sweep:
-	$(PY) -m harness -m +sweep=$(SWEEP) $(ARGS)
+	$(PY) -m harness sweep=$(SWEEP) $(ARGS)
 
 report:
 	$(PY) -m harness.report $(ARGS)

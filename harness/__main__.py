@@ -16,10 +16,13 @@ register_configs()
 def main(cfg) -> None:
     from harness import runner
     try:
-        runner.run(cfg)
+        rec = runner.run(cfg)
     except HarnessError as exc:  # bad input: one message naming the fix, no traceback, exit 2
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    # what the sweep summary shows for this run
+    return {"run_id": rec["run_id"], "status": rec["status"], "error": rec.get("error"),
+            "avg_all": (rec.get("summary") or {}).get("avg_all"), "skipped": rec.get("_skipped", False)}
 
 
 if __name__ == "__main__":

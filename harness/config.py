@@ -84,6 +84,7 @@ class MethodConfig:
 class TaskConfig:
     name: str = MISSING  # registry key in harness.tasks
     train_set: str = MISSING  # name of a training set known to the task family
+    paper_train_set: str = MISSING  # the LLM-Adapters paper's training set for this family
     test_sets: list = field(default_factory=list)  # empty = the family's full list
     max_new_tokens: int = 256
 

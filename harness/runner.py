@@ -95,6 +95,21 @@ def flops_per_token(method: str, n_params: int) -> float:
     return float((6 if method == "full" else 4) * n_params)
 
 
+def vram_estimate(plan: Plan, device: torch.device) -> dict | None:
+    """The estimator's prediction for this run on this GPU (None on CPU or when it cannot tell)."""
+    if not plan.cfg.vram_check or device.type != "cuda":
+        return None
+    from harness.vram import predict_peak_gib
+    total = torch.cuda.get_device_properties(device).total_memory / 1024 ** 3
+    try:
+        est = predict_peak_gib(plan.resolved, total)
+    except HarnessError as exc:
+        log.warning("no VRAM estimate for this run: %s", exc)
+        return None
+    return {"device_memory_gib": round(total, 3), **{k: est[k] for k in (
+        "predicted_peak_gib", "predicted_total_gib", "fits", "breakdown")}}
+
+
 def execute(plan: Plan, tracker) -> dict:
     """Load, fine-tune, evaluate; returns the measured parts of the record."""
     c = plan.cfg
@@ -151,7 +166,7 @@ def execute(plan: Plan, tracker) -> dict:
                                   on_log=tracker.log)
         out["memory"]["train"] = out["train_info"].pop("memory")
         if c.save:
-            prepared.save(str(plan.paths.checkpoint))
+            record.replace_dir(plan.paths.checkpoint, prepared.save)
             out["checkpoint"] = str(plan.paths.checkpoint)
     else:
         out["train_info"] = None
@@ -202,13 +217,22 @@ def run(cfg) -> dict:
     c = cfg
     if not c.force and record.is_done(plan.paths.record):
         log.info("skip %s: complete record exists (force=true reruns)", plan.run_id)
-        return record.read_record(plan.paths.record)
+        return {**record.read_record(plan.paths.record), "_skipped": True}
     record.check_writable(plan.paths.results_dir)
     rec = {"schema": record.SCHEMA_VERSION, "run_id": plan.run_id, "status": "running", "error": None,
            "run_info": {"model": c.model.name, "method": c.method.name, "task": c.task.name, "seed": c.seed,
                         "train_set": c.task.train_set, "started": datetime.now(timezone.utc).isoformat(),
                         "config": plan.resolved},
            "meta_info": env.environment(models.resolve_device(c.device))}
+    estimate = vram_estimate(plan, models.resolve_device(c.device))
+    if estimate:
+        rec["vram_estimate"] = estimate
+        if estimate["fits"] is False and not c.force:
+            rec.update(status="predicted_oom", error=f"predicted {estimate['predicted_total_gib']:.1f} GiB > "
+                       f"{estimate['device_memory_gib']:.1f} GiB on this GPU (force=true runs it anyway)")
+            record.write_json(plan.paths.record, rec)
+            log.info("%s: predicted_oom -> %s", plan.run_id, plan.paths.record)
+            return rec
     tracker = tracking.start(cfg, plan.run_id, plan.resolved)
     t0 = time.perf_counter()
     try:

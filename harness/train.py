@@ -161,9 +161,12 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
         for b in batches:
             items = int((b["labels"][:, 1:] != IGNORE).sum())
             with autocast:
-                out = forward(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"])
+                # use_cache=False: a KV cache is useless in training and costs memory
+                out = forward(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"],
+                              use_cache=False)
             # HF returns the mean over this micro-batch's tokens; rescale to sum / step tokens
             loss = out.loss * (items / max(1, step_items))
+            del out  # drop the logits before the backward pass and the next forward
             fault = _fault(step + 1)
             if fault == "oom":
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by PEFT_BENCH_INJECT_FAULT)")
@@ -172,7 +175,8 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
             if not torch.isfinite(loss):
                 raise Diverged(step + 1, float(loss))
             loss.backward()
-            step_loss += float(loss)
+            step_loss += float(loss.detach())
+            del loss
             real_tokens += int(b["attention_mask"].sum())
             padded_tokens += b["input_ids"].numel()
             samples += b["input_ids"].shape[0]

@@ -1,0 +1,65 @@
+"""Sweep progress: a line per run and a summary at the end (a Hydra callback).
+
+Sweeps are plain Hydra multiruns over methods x models x tasks (presets in conf/sweep/). Each run
+is isolated by harness.runner (an exception or OOM becomes a record with that status) and
+resumable (a run whose record is complete is skipped: same resolved config -> same run id).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+
+
+def count_jobs(config) -> int | None:
+    """How many runs the sweep will launch: the product of the sizes of its sweep overrides."""
+    try:
+        params = config.hydra.sweeper.get("params") or {}
+        overrides = list(config.hydra.overrides.task) + [f"{k}={v}" for k, v in params.items()]
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        # a command-line override replaces the preset's value for the same key
+        by_key = {o.get_key_element(): o for o in reversed(parsed)}
+        return math.prod(len(list(o.sweep_iterator())) if o.is_sweep_override() else 1 for o in by_key.values())
+    except Exception:  # progress display only: never fail a sweep over it
+        return None
+
+
+class SweepProgress(Callback):
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self.total = count_jobs(config)
+        self.started = time.perf_counter()
+        self.rows: list[dict] = []
+
+    def on_job_start(self, config, **kwargs) -> None:
+        self.job_started = time.perf_counter()
+        total = getattr(self, "total", None)
+        n = config.hydra.job.num + 1 if "num" in config.hydra.job else "?"
+        print(f"[{n}/{total or '?'}] {config.model.name} x {config.method.name} x {config.task.name} "
+              f"(seed {config.seed}) ...", flush=True)
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        value = getattr(job_return, "_return_value", None) or {}
+        status = value.get("status") or ("error" if str(job_return.status).endswith("FAILED") else "?")
+        row = {"run": f"{config.model.name} x {config.method.name} x {config.task.name}", "status": status,
+               "avg": value.get("avg_all"), "seconds": round(time.perf_counter() - self.job_started, 1),
+               "skipped": value.get("skipped", False), "error": value.get("error")}
+        if hasattr(self, "rows"):
+            self.rows.append(row)
+        avg = f"avg {row['avg']:.1f}%" if isinstance(row["avg"], (int, float)) else ""
+        note = "skipped (complete record)" if row["skipped"] else f"{status} {avg} in {row['seconds']}s"
+        print(f"    -> {note}" + (f": {row['error'][:160]}" if row["error"] and status != "ok" else ""), flush=True)
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        rows = getattr(self, "rows", [])
+        counts = Counter(r["status"] for r in rows)
+        skipped = sum(r["skipped"] for r in rows)
+        minutes = (time.perf_counter() - self.started) / 60
+        print(f"\nsweep finished: {len(rows)} runs in {minutes:.1f} min; "
+              + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + (f" ({skipped} skipped)" if skipped else ""))
+        for r in rows:
+            if r["status"] != "ok":
+                print(f"  {r['status']:>13}  {r['run']}: {(r['error'] or '')[:200]}")
+        print("records: results/runs/  tables: make report", flush=True)
