@@ -163,7 +163,7 @@ def execute(plan: Plan, tracker) -> dict:
                     for r in train_records]
         out["train_info"] = train(model, tok, examples, c.train, c.method.lr, c.seed, device, dtype,
                                   flops_per_token(c.method.name, base_total),
-                                  on_log=tracker.log)
+                                  on_log=tracker.log, method=c.method.name)
         out["memory"]["train"] = out["train_info"].pop("memory")
         if c.save:
             record.replace_dir(plan.paths.checkpoint, prepared.save)

@@ -111,15 +111,19 @@ def use_liger(model, tcfg, device) -> bool:
         return False
 
 
-def _fault(step: int) -> str | None:
-    """Test hook: PEFT_BENCH_INJECT_FAULT=oom@3 or nan@2 simulates a fault at that step."""
+def _fault(step: int, method: str) -> str | None:
+    """Test hook: PEFT_BENCH_INJECT_FAULT=oom@3 (or nan@2, or oom@3:lora for one method only)
+    simulates a CUDA out-of-memory error or a NaN loss at that optimizer step."""
     spec = os.environ.get("PEFT_BENCH_INJECT_FAULT", "")
-    kind, _, at = spec.partition("@")
-    return kind if spec and at.isdigit() and int(at) == step else None
+    kind, _, rest = spec.partition("@")
+    at, _, only = rest.partition(":")
+    if not spec or not at.isdigit() or int(at) != step or (only and only != method):
+        return None
+    return kind
 
 
 def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: torch.device,
-          dtype: torch.dtype, flops_per_token: float | None = None, on_log=None) -> dict:
+          dtype: torch.dtype, flops_per_token: float | None = None, on_log=None, method: str = "") -> dict:
     """Train in place; return the train_info part of the record."""
     accum = check_batch_sizes(tcfg)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -167,7 +171,7 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
             # HF returns the mean over this micro-batch's tokens; rescale to sum / step tokens
             loss = out.loss * (items / max(1, step_items))
             del out  # drop the logits before the backward pass and the next forward
-            fault = _fault(step + 1)
+            fault = _fault(step + 1, method)
             if fault == "oom":
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by PEFT_BENCH_INJECT_FAULT)")
             if fault == "nan":
