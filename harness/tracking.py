@@ -79,6 +79,18 @@ class WandbTracker:
         self.run.finish(exit_code=0 if rec and rec["status"] == "ok" else 1)
 
 
+def sweep_group() -> str | None:
+    """Runs of one Hydra multirun share a W&B group named after the sweep's directory."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return "sweep-" + os.path.basename(os.path.normpath(HydraConfig.get().sweep.dir))
+    except Exception:  # outside Hydra (tests, the benchmark): no group
+        pass
+    return None
+
+
 def start(cfg, run_id: str, resolved: dict):
     w = cfg.wandb
     if not w.enabled:
@@ -90,7 +102,7 @@ def start(cfg, run_id: str, resolved: dict):
         return NullTracker()
     git = env.git_state()
     os.makedirs(w.dir, exist_ok=True)
-    run = wandb.init(project=w.project, group=w.group, name=run_id, dir=w.dir, mode=resolve_mode(w.mode),
+    run = wandb.init(project=w.project, group=w.group or sweep_group(), name=run_id, dir=w.dir, mode=resolve_mode(w.mode),
                      config=scrub(resolved), job_type=cfg.task.name, reinit="finish_previous",
                      tags=[cfg.model.name, cfg.method.name, cfg.task.name, f"git:{(git['git_sha'] or 'none')[:8]}"])
     return WandbTracker(run)
