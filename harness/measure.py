@@ -25,6 +25,19 @@ def clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
+class Laps:
+    """Wall seconds of consecutive phases (data, load, train, eval...), for users planning sweeps."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 3)
+        self._last = now
+
+
 def _proc_status_kib(field: str) -> int | None:
     try:
         m = re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text())

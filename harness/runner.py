@@ -18,6 +18,8 @@ import torch
 from omegaconf import OmegaConf
 
 from harness import env, evaluate, forgetting, measure, methods, models, record, tasks, tracking
+from harness.distributed import Dist, setup as dist_setup
+from harness.measure import Laps
 from harness.errors import ConfigError, Diverged, HarnessError
 from harness.train import check_batch_sizes, tokenize_example, train
 
@@ -110,94 +112,118 @@ def vram_estimate(plan: Plan, device: torch.device) -> dict | None:
         "predicted_peak_gib", "predicted_total_gib", "fits", "breakdown")}}
 
 
-def execute(plan: Plan, tracker) -> dict:
-    """Load, fine-tune, evaluate; returns the measured parts of the record."""
+def execute(plan: Plan, tracker, dist: Dist) -> dict:
+    """Load, fine-tune, evaluate; returns the measured parts of the record (rank 0 evaluates)."""
     c = plan.cfg
-    device = models.resolve_device(c.device)
+    device = dist.device or models.resolve_device(c.device)
     dtype = models.compute_dtype(device, c.train.precision)
     style = c.train.prompt_style
-    out: dict = {"device": str(device)}
+    if dist.fsdp and c.method.name != "full":
+        raise ConfigError("FSDP is for full fine-tuning too big for one GPU; run PEFT methods with one "
+                          "process per GPU (DDP: conf/accelerate/ddp.yaml) or a single process")
+    out: dict = {"device": str(device), "processes": dist.world}
+    laps = Laps()
+    out["phase_seconds"] = laps.seconds
     tests, train_records, provenance = load_data(plan)
     out["data"] = {"train_set": plan.train_set.name, "train": provenance, "train_examples": len(train_records),
                    "test": {n: {**meta, "evaluated": len(recs),
                                 "overlaps_training_data": n in plan.train_set.contaminates}
                             for n, (ts, recs, meta) in tests.items()}}
-
-    timings = out["phase_seconds"] = {}
-    lap = time.perf_counter()
-
-    def phase(name: str) -> None:  # wall seconds of each phase, for users planning a sweep
-        nonlocal lap
-        now = time.perf_counter()
-        timings[name] = round(now - lap, 3)
-        lap = now
-
-    phase("data")
+    laps("data")
+    if dist.world > 1:  # rank 0 builds the cached model directory (GGUF conversion) alone
+        if dist.main:
+            models.local_or_hub(c.model, c.cache_dir)
+        dist.barrier()
     seed_everything(c.seed)
     model, tok, info = models.load(c.model, c.method, device, dtype, c.cache_dir)
-    phase("load")
+    laps("load")
     out["model_info"] = info
     out["memory"] = {"weights_only": measure.current_memory(device)}
 
+    before = None
     if c.forgetting.enabled:
-        key = {"model": c.model.name, "path": info["resolved_path"], "weights": c.model.weights_source,
-               "quantization": info["quantization"], "dtype": info["dtype"], "device": device.type,
-               "sets": list(c.forgetting.test_sets), "limit": c.forgetting.limit, "style": style}
-        before, cached = forgetting.base_scores(model, tok, c.forgetting, style, device, c.cache_dir, key)
-        out["forgetting_before_cached"] = cached
-        phase("forgetting_before")
+        if dist.main:  # the base model's scores, before the method touches it
+            key = {"model": c.model.name, "path": info["resolved_path"], "weights": c.model.weights_source,
+                   "quantization": info["quantization"], "dtype": info["dtype"], "device": device.type,
+                   "sets": list(c.forgetting.test_sets), "limit": c.forgetting.limit, "style": style}
+            before, out["forgetting_before_cached"] = forgetting.base_scores(
+                model, tok, c.forgetting, style, device, c.cache_dir, key)
+        dist.barrier()
+        laps("forgetting_before")
 
     seed_everything(c.seed)
     ctx = methods.MethodContext(tokenizer=tok, model_ref=info["resolved_path"], device=device,
                                 gradient_checkpointing=c.train.gradient_checkpointing)
     prepared = plan.method_fn(model, c.method, ctx)
     model = prepared.model
-    base_trainable, base_total = methods.count_parameters(model)
+    trainable, total = methods.count_parameters(model)
     out["method_info"] = prepared.notes
-    out["params"] = {"trainable": base_trainable, "total": base_total,
-                     "trainable_pct": round(100.0 * base_trainable / base_total, 4)}
-    phase("method")
+    out["params"] = {"trainable": trainable, "total": total, "trainable_pct": round(100.0 * trainable / total, 4)}
+    laps("method")
 
+    out["train_info"] = None
     if prepared.trains:
         examples = [tokenize_example(r, tok, c.train.cutoff_len, c.train.train_on_inputs, style)
                     for r in train_records]
         out["train_info"] = train(model, tok, examples, c.train, c.method.lr, c.seed, device, dtype,
-                                  flops_per_token(c.method.name, base_total),
-                                  on_log=tracker.log, method=c.method.name)
+                                  flops_per_token(c.method.name, total), on_log=tracker.log,
+                                  method=c.method.name, dist=dist)
         out["memory"]["train"] = out["train_info"].pop("memory")
-        if c.save:
-            record.replace_dir(plan.paths.checkpoint, prepared.save)
+        if c.save or dist.fsdp:
             out["checkpoint"] = str(plan.paths.checkpoint)
-    else:
-        out["train_info"] = None
-    phase("train")
+            if dist.fsdp:  # gather the sharded weights; rank 0 evaluates a full copy loaded from them
+                model = save_and_reload_fsdp(model, tok, plan, dist, device, dtype)
+            elif dist.main:
+                record.replace_dir(plan.paths.checkpoint, prepared.save)
+    laps("train")
 
-    model.eval()
-    mem = measure.PhaseMemory(device).start()
-    out["eval"], predictions = {}, {}
-    for name, (ts, recs, meta) in tests.items():
-        max_new = c.eval.max_new_tokens or c.task.max_new_tokens
-        metrics, rows = evaluate.evaluate_set(model, tok, ts, recs, c.eval.scoring, max_new, c.eval.batch_size,
-                                              c.eval.num_beams, style, device)
-        metrics["approximate"] = bool(meta.get("approximate"))
-        metrics["overlaps_training_data"] = name in plan.train_set.contaminates
-        out["eval"][name] = metrics
-        predictions[name] = rows
-        log.info("%s: %.1f%% (%d items, %.1f q/s, parse failures %.0f%%)", name, metrics["accuracy"],
-                 metrics["n"], metrics["questions_per_second"] or 0, 100 * metrics["parse_failure_rate"])
-    out["memory"]["eval"] = mem.read()
-    phase("eval")
-
-    if c.forgetting.enabled:
-        after = forgetting.score(model, tok, c.forgetting, style, device, c.cache_dir)
-        out["forgetting"] = forgetting.summarise(before, after)
-        phase("forgetting_after")
-    out["_predictions"] = predictions
+    if dist.main:
+        model.eval()
+        mem = measure.PhaseMemory(device).start()
+        out["eval"], out["_predictions"] = evaluate_all(model, tok, tests, plan, device)
+        out["memory"]["eval"] = mem.read()
+        laps("eval")
+        if c.forgetting.enabled:
+            after = forgetting.score(model, tok, c.forgetting, style, device, c.cache_dir)
+            out["forgetting"] = forgetting.summarise(before, after)
+            laps("forgetting_after")
+    dist.barrier()
     del model, prepared
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return out
+
+
+def evaluate_all(model, tok, tests: dict, plan: Plan, device) -> tuple[dict, dict]:
+    """Metrics and predictions of every test set."""
+    c = plan.cfg
+    metrics_by_set, predictions = {}, {}
+    for name, (ts, recs, meta) in tests.items():
+        max_new = c.eval.max_new_tokens or c.task.max_new_tokens
+        metrics, rows = evaluate.evaluate_set(model, tok, ts, recs, c.eval.scoring, max_new, c.eval.batch_size,
+                                              c.eval.num_beams, c.train.prompt_style, device)
+        metrics["approximate"] = bool(meta.get("approximate"))
+        metrics["overlaps_training_data"] = name in plan.train_set.contaminates
+        metrics_by_set[name], predictions[name] = metrics, rows
+        log.info("%s: %.1f%% (%d items, %.1f q/s, parse failures %.0f%%)", name, metrics["accuracy"],
+                 metrics["n"], metrics["questions_per_second"] or 0, 100 * metrics["parse_failure_rate"])
+    return metrics_by_set, predictions
+
+
+def save_and_reload_fsdp(model, tok, plan: Plan, dist: Dist, device, dtype):
+    """FSDP: every rank helps gather the full weights into the checkpoint; rank 0 loads them back as
+    an ordinary model for evaluation (generation under FSDP would need all ranks in lockstep)."""
+    from transformers import AutoModelForCausalLM
+    ckpt = plan.paths.checkpoint
+    dist.accelerator.save_model(model, str(ckpt), safe_serialization=True)
+    if dist.main:
+        dist.unwrap(model).config.save_pretrained(ckpt)
+        tok.save_pretrained(ckpt)
+    dist.barrier()
+    if not dist.main:
+        return model
+    return AutoModelForCausalLM.from_pretrained(ckpt, dtype=dtype).to(device)
 
 
 def summary(plan: Plan, evals: dict) -> dict:
@@ -212,37 +238,46 @@ def summary(plan: Plan, evals: dict) -> dict:
 
 
 def run(cfg) -> dict:
-    """Run one configuration (or skip it if its record is complete); return its record."""
+    """Run one configuration (or skip it if its record is complete); return its record.
+    With several processes every rank runs this; only rank 0 writes."""
     plan = Plan(cfg)
     c = cfg
     if not c.force and record.is_done(plan.paths.record):
         log.info("skip %s: complete record exists (force=true reruns)", plan.run_id)
         return {**record.read_record(plan.paths.record), "_skipped": True}
-    record.check_writable(plan.paths.results_dir)
+    dist = dist_setup()
+    if plan.trains:
+        check_batch_sizes(c.train, dist.world)
+    device = dist.device or models.resolve_device(c.device)
+    if dist.main:
+        record.check_writable(plan.paths.results_dir)
     rec = {"schema": record.SCHEMA_VERSION, "run_id": plan.run_id, "status": "running", "error": None,
            "run_info": {"model": c.model.name, "method": c.method.name, "task": c.task.name, "seed": c.seed,
                         "train_set": c.task.train_set, "started": datetime.now(timezone.utc).isoformat(),
                         "config": plan.resolved},
-           "meta_info": env.environment(models.resolve_device(c.device))}
-    estimate = vram_estimate(plan, models.resolve_device(c.device))
+           "meta_info": {**env.environment(device), "world_size": dist.world}}
+    estimate = vram_estimate(plan, device)
     if estimate:
         rec["vram_estimate"] = estimate
         if estimate["fits"] is False and not c.force:
             rec.update(status="predicted_oom", error=f"predicted {estimate['predicted_total_gib']:.1f} GiB > "
                        f"{estimate['device_memory_gib']:.1f} GiB on this GPU (force=true runs it anyway)")
-            record.write_json(plan.paths.record, rec)
+            if dist.main:
+                record.write_json(plan.paths.record, rec)
             log.info("%s: predicted_oom -> %s", plan.run_id, plan.paths.record)
             return rec
-    tracker = tracking.start(cfg, plan.run_id, plan.resolved)
+    tracker = tracking.start(cfg, plan.run_id, plan.resolved) if dist.main else tracking.NullTracker()
     t0 = time.perf_counter()
+    predictions: dict = {}
     try:
-        out = execute(plan, tracker)
-        predictions = out.pop("_predictions")
-        for name, rows in predictions.items():
-            record.write_jsonl(plan.paths.predictions / f"{name}.jsonl", rows)
+        out = execute(plan, tracker, dist)
+        predictions = out.pop("_predictions", {})
         rec.update(out)
-        rec["summary"] = summary(plan, out["eval"])
         rec["status"] = "ok"
+        if dist.main:
+            for name, rows in predictions.items():
+                record.write_jsonl(plan.paths.predictions / f"{name}.jsonl", rows)
+            rec["summary"] = summary(plan, out["eval"])
     except HarnessError:
         tracker.finish(None, {})
         raise
@@ -253,9 +288,14 @@ def run(cfg) -> dict:
     except Exception as exc:  # recorded, so a sweep goes on
         rec.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000],
                    traceback=traceback.format_exc()[-4000:])
+    finally:
+        gc.collect()  # a failed run's model must not stay in memory for the next run of a sweep
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     rec["run_info"]["wall_seconds"] = round(time.perf_counter() - t0, 3)
     rec["run_info"]["finished"] = datetime.now(timezone.utc).isoformat()
-    record.write_json(plan.paths.record, rec)
-    tracker.finish(rec, locals().get("predictions", {}))
-    log.info("%s: %s -> %s", plan.run_id, rec["status"], plan.paths.record)
+    if dist.main:
+        record.write_json(plan.paths.record, rec)
+        log.info("%s: %s -> %s", plan.run_id, rec["status"], plan.paths.record)
+    tracker.finish(rec, predictions)
     return rec

@@ -18,6 +18,7 @@ from contextlib import nullcontext
 import torch
 
 from harness import measure, prompts
+from harness.distributed import Dist, merge_memory
 from harness.errors import ConfigError, Diverged
 
 log = logging.getLogger("harness.train")
@@ -80,13 +81,16 @@ def schedule(total_steps: int, warmup_steps: int):
     return factor, warmup
 
 
-def check_batch_sizes(tcfg) -> int:
+def check_batch_sizes(tcfg, world: int = 1) -> int:
     if tcfg.batch_size <= 0 or tcfg.micro_batch_size <= 0:
         raise ConfigError(f"train.batch_size ({tcfg.batch_size}) and train.micro_batch_size "
                           f"({tcfg.micro_batch_size}) must be positive integers")
     if tcfg.batch_size % tcfg.micro_batch_size:
         raise ConfigError(f"train.batch_size ({tcfg.batch_size}) must be a multiple of train.micro_batch_size "
                           f"({tcfg.micro_batch_size})")
+    if (tcfg.batch_size // tcfg.micro_batch_size) % world:
+        raise ConfigError(f"with {world} processes, train.batch_size ({tcfg.batch_size}) must be a multiple of "
+                          f"train.micro_batch_size x processes ({tcfg.micro_batch_size * world})")
     if tcfg.cutoff_len < 8:
         raise ConfigError(f"train.cutoff_len ({tcfg.cutoff_len}) is too small; the paper uses 256")
     return tcfg.batch_size // tcfg.micro_batch_size
@@ -122,10 +126,19 @@ def _fault(step: int, method: str) -> str | None:
     return kind
 
 
+def _inject_fault(loss, step: int, method: str):
+    fault = _fault(step, method)
+    if fault == "oom":
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by PEFT_BENCH_INJECT_FAULT)")
+    return loss * float("nan") if fault == "nan" else loss
+
+
 def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: torch.device,
-          dtype: torch.dtype, flops_per_token: float | None = None, on_log=None, method: str = "") -> dict:
+          dtype: torch.dtype, flops_per_token: float | None = None, on_log=None, method: str = "",
+          dist: Dist | None = None) -> dict:
     """Train in place; return the train_info part of the record."""
-    accum = check_batch_sizes(tcfg)
+    dist = dist or Dist()
+    accum = check_batch_sizes(tcfg, dist.world)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("the method left no trainable parameters")
@@ -135,11 +148,13 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
         raise ConfigError("nothing to train: set train.epochs > 0 or train.max_steps > 0")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=tcfg.weight_decay,
                             fused=device.type == "cuda" and all(p.is_cuda for p in params))
+    model, opt = dist.prepare(model, opt)  # DDP / FSDP wrapping when launched with several processes
+    params = [p for p in model.parameters() if p.requires_grad]
     factor, warmup = schedule(total_steps, tcfg.warmup_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and dtype == torch.bfloat16
                 else nullcontext())
-    liger = use_liger(model, tcfg, device)
+    liger = use_liger(dist.unwrap(model), tcfg, device)
     forward = torch.compile(model) if tcfg.compile else model
     lengths = [len(e["input_ids"]) for e in examples]
     pad_id = tok.pad_token_id
@@ -149,6 +164,8 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
         while True:
             mbs = micro_batches(lengths, tcfg.micro_batch_size, seed + epoch, tcfg.group_by_length)
             for s in range(0, len(mbs), accum):  # a short last step is normalised by its own tokens
+                if dist.world > 1 and len(mbs[s:s + accum]) < accum:
+                    break  # every rank needs its share of micro-batches: drop a short last step
                 yield epoch, mbs[s:s + accum]
             epoch += 1
 
@@ -159,32 +176,31 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
     epoch = 0
     for step, (epoch, group) in zip(range(total_steps), steps()):
         t0 = measure.clock(device)
-        batches = [collate([examples[i] for i in mb], pad_id, device) for mb in group]
-        step_items = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
+        mine = group[dist.rank::dist.world]  # this rank's share of the step's micro-batches
+        batches = [collate([examples[i] for i in mb], pad_id, device) for mb in mine]
+        local_items = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
+        step_items = max(1.0, dist.sum(local_items))  # label tokens of the whole step, all ranks
         step_loss = 0.0
-        for b in batches:
+        for k, b in enumerate(batches):
             items = int((b["labels"][:, 1:] != IGNORE).sum())
-            with autocast:
-                # use_cache=False: a KV cache is useless in training and costs memory
-                out = forward(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"],
-                              use_cache=False)
-            # HF returns the mean over this micro-batch's tokens; rescale to sum / step tokens
-            loss = out.loss * (items / max(1, step_items))
-            del out  # drop the logits before the backward pass and the next forward
-            fault = _fault(step + 1, method)
-            if fault == "oom":
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by PEFT_BENCH_INJECT_FAULT)")
-            if fault == "nan":
-                loss = loss * float("nan")
-            if not torch.isfinite(loss):
-                raise Diverged(step + 1, float(loss))
-            loss.backward()
+            with dist.no_sync(model, last=k == len(batches) - 1):
+                with autocast:
+                    # use_cache=False: a KV cache is useless in training and costs memory
+                    out = forward(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                  labels=b["labels"], use_cache=False)
+                # HF returns the mean over this micro-batch's tokens; rescale to sum / step tokens
+                loss = _inject_fault(out.loss * (items / step_items), step + 1, method)
+                del out  # drop the logits before the backward pass and the next forward
+                dist.backward(loss * dist.world)  # DDP averages gradients over ranks; we want the sum
             step_loss += float(loss.detach())
             del loss
             real_tokens += int(b["attention_mask"].sum())
             padded_tokens += b["input_ids"].numel()
             samples += b["input_ids"].shape[0]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, tcfg.max_grad_norm) if tcfg.max_grad_norm > 0 else None
+        step_loss = dist.sum(step_loss)
+        if not math.isfinite(step_loss):  # checked on the all-ranks loss, so every rank stops together
+            raise Diverged(step + 1, step_loss)
+        grad_norm = dist.clip(params, tcfg.max_grad_norm) if tcfg.max_grad_norm > 0 else None
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -199,13 +215,15 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
                               "train/step_seconds": step_times[-1], **{f"train/{k}": v for k, v in memory.read().items()}})
     wall = measure.clock(device) - t_start
     model.eval()
+    real_tokens, padded_tokens, samples = (int(dist.sum(x)) for x in (real_tokens, padded_tokens, samples))
     info = {
         "steps": len(losses), "epochs_seen": round(samples / n, 4), "examples": n,
         "accumulation": accum, "warmup_steps": warmup, "lr": lr,
         "loss_first": losses[0], "loss_last": losses[-1],
         "loss_mean_last10": statistics.fmean(losses[-10:]), "losses": [round(x, 5) for x in losses],
         "fused_loss": "liger" if liger else "torch", "compiled": tcfg.compile,
-        "memory": memory.read(),
+        "memory": merge_memory(dist.gather(memory.read())),
+        "processes": dist.world,
         "throughput": {
             "wall_seconds": round(wall, 4),
             "median_step_seconds": round(statistics.median(step_times), 5),
