@@ -140,6 +140,11 @@ class WandbConfig:
 
 
 @dataclass
+class ClusterConfig:
+    gpu_memory_gib: float = 80.0  # one GPU of the cluster: sizes SLURM GPU requests (harness.launcher)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = MISSING
     method: MethodConfig = MISSING
@@ -148,6 +153,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     forgetting: ForgettingConfig = field(default_factory=ForgettingConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     seed: int = 42
     results_dir: str = "results"
     cache_dir: str = "results/cache"
@@ -159,7 +165,7 @@ class RunConfig:
 
 
 # keys that do not change what a run computes: left out of the run id
-NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "save", "force", "wandb", "sweep", "vram_check")
+NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "save", "force", "wandb", "sweep", "vram_check", "cluster")
 
 
 def register_configs() -> None:

@@ -81,14 +81,31 @@ class Dist:
 _DIST: Dist | None = None
 
 
-def setup() -> Dist:
-    """The process group of this run: accelerate's when launched with several processes."""
+def _from_slurm_tasks() -> bool:
+    """A submitit SLURM job with several tasks (harness.launcher asks for one per GPU): export the
+    torch.distributed variables accelerate reads."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or int(os.environ.get("SLURM_NTASKS", "1")) < 2:
+        return False
+    import submitit
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    return True
+
+
+def setup(method: str = "") -> Dist:
+    """The process group of this run: accelerate's when launched with several processes
+    (`accelerate launch`, or a multi-task SLURM job; there, full fine-tuning is sharded with FSDP)."""
     global _DIST
     if _DIST is None:
+        slurm = _from_slurm_tasks()
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import Accelerator
+            kwargs = {}
+            if slurm and method == "full":
+                from accelerate import FullyShardedDataParallelPlugin
+                kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(fsdp_version=2, reshard_after_forward=True,
+                                                                      auto_wrap_policy="transformer_based_wrap")
             # without cpu=True accelerate ignores the process group on a machine without CUDA
-            acc = Accelerator(cpu=not torch.cuda.is_available())
+            acc = Accelerator(cpu=not torch.cuda.is_available(), **kwargs)
             _DIST = Dist(accelerator=acc, rank=acc.process_index, world=acc.num_processes)
         else:
             _DIST = Dist()

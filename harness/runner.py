@@ -245,7 +245,7 @@ def run(cfg) -> dict:
     if not c.force and record.is_done(plan.paths.record):
         log.info("skip %s: complete record exists (force=true reruns)", plan.run_id)
         return {**record.read_record(plan.paths.record), "_skipped": True}
-    dist = dist_setup()
+    dist = dist_setup(c.method.name)
     if plan.trains:
         check_batch_sizes(c.train, dist.world)
     device = dist.device or models.resolve_device(c.device)

@@ -6,9 +6,11 @@ resumable (a run whose record is complete is skipped: same resolved config -> sa
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import Counter
+from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
@@ -27,10 +29,25 @@ def count_jobs(config) -> int | None:
         return None
 
 
+def records_since(config, since: float) -> list[dict]:
+    rows = []
+    for path in Path(str(config.results_dir), "runs").glob("*.json"):
+        if path.stat().st_mtime >= since:
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            info = rec.get("run_info", {})
+            rows.append({"run": f"{info.get('model')} x {info.get('method')} x {info.get('task')}",
+                         "status": rec.get("status"), "error": rec.get("error"), "skipped": False})
+    return rows
+
+
 class SweepProgress(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         self.total = count_jobs(config)
         self.started = time.perf_counter()
+        self.started_wall = time.time()
         self.rows: list[dict] = []
 
     def on_job_start(self, config, **kwargs) -> None:
@@ -54,6 +71,8 @@ class SweepProgress(Callback):
 
     def on_multirun_end(self, config, **kwargs) -> None:
         rows = getattr(self, "rows", [])
+        if not rows:  # jobs ran in other processes (submitit): summarise the records they wrote
+            rows = records_since(config, getattr(self, "started_wall", 0.0))
         counts = Counter(r["status"] for r in rows)
         skipped = sum(r["skipped"] for r in rows)
         minutes = (time.perf_counter() - self.started) / 60

@@ -77,3 +77,29 @@ def test_count_jobs_multiplies_sweep_dimensions():
     cfg = OmegaConf.create({"hydra": {"sweeper": {"params": {"method": "a,b,c", "task": "x,y"}},
                                       "overrides": {"task": ["seed=1,2", "method=lora,dora"]}}})
     assert count_jobs(cfg) == 2 * 2 * 2  # the command line's method list replaces the preset's
+
+
+def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path, work_dirs):
+    args = [sys.executable, "-m", "harness", "-m", "method=none,bitfit", *QUICK, f"results_dir={tmp_path}",
+            f"cache_dir={work_dirs['cache']}", "hydra/launcher=submitit_local"]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert set(records(tmp_path)) == {"none", "bitfit"}
+    assert "2 run(s) need 1 GPU(s)" in done.stdout + done.stderr  # sized by the VRAM estimate
+    assert "sweep finished: 2 runs" in done.stdout and "ok 2" in done.stdout
+
+
+def test_gpu_request_follows_the_vram_estimate():
+    from harness.config import compose
+    from harness.launcher import gpus_needed
+    from omegaconf import OmegaConf
+
+    def resolved(*overrides):
+        return OmegaConf.to_container(compose(list(overrides)), resolve=True)
+
+    assert gpus_needed(resolved("model=smollm2-135m", "method=lora"), 80) == 1
+    assert gpus_needed(resolved("model=llama-13b", "method=full", "train.micro_batch_size=1"), 80) >= 2
+    assert gpus_needed(resolved("model=llama-7b", "method=qlora4", "train.micro_batch_size=1"), 80) == 1
+    bigger = gpus_needed(resolved("model=llama-13b", "method=full", "train.micro_batch_size=1"), 24)
+    assert bigger > gpus_needed(resolved("model=llama-13b", "method=full", "train.micro_batch_size=1"), 80)
