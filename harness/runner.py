@@ -79,8 +79,8 @@ def load_data(plan: Plan) -> tuple[dict, list[dict], list[dict]]:
     for ts in plan.test_sets:
         records, meta = tasks.load_test_set(ts, c.cache_dir, c.eval.hellaswag)
         if c.eval.limit > len(records):
-            log.warning("eval.limit=%d is larger than %s (%d items): using all of them",
-                        c.eval.limit, ts.name, len(records))
+            raise ConfigError(f"eval.limit={c.eval.limit} is larger than {ts.name} ({len(records)} items); "
+                              f"use eval.limit=0 for every item, or at most {len(records)}")
         tests[ts.name] = (ts, tasks.select(records, c.eval.limit), meta)
     train_records, provenance = [], []
     if plan.trains:
@@ -112,7 +112,7 @@ def vram_estimate(plan: Plan, device: torch.device) -> dict | None:
         "predicted_peak_gib", "predicted_total_gib", "fits", "breakdown")}}
 
 
-def execute(plan: Plan, tracker, dist: Dist) -> dict:
+def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
     """Load, fine-tune, evaluate; returns the measured parts of the record (rank 0 evaluates)."""
     c = plan.cfg
     device = dist.device or models.resolve_device(c.device)
@@ -124,7 +124,7 @@ def execute(plan: Plan, tracker, dist: Dist) -> dict:
     out: dict = {"device": str(device), "processes": dist.world}
     laps = Laps()
     out["phase_seconds"] = laps.seconds
-    tests, train_records, provenance = load_data(plan)
+    tests, train_records, provenance = loaded
     out["data"] = {"train_set": plan.train_set.name, "train": provenance, "train_examples": len(train_records),
                    "test": {n: {**meta, "evaluated": len(recs),
                                 "overlaps_training_data": n in plan.train_set.contaminates}
@@ -249,6 +249,7 @@ def run(cfg) -> dict:
     if plan.trains:
         check_batch_sizes(c.train, dist.world)
     device = dist.device or models.resolve_device(c.device)
+    loaded = load_data(plan)  # bad data stops here, before anything is started or written
     if dist.main:
         record.check_writable(plan.paths.results_dir)
     rec = {"schema": record.SCHEMA_VERSION, "run_id": plan.run_id, "status": "running", "error": None,
@@ -270,7 +271,7 @@ def run(cfg) -> dict:
     t0 = time.perf_counter()
     predictions: dict = {}
     try:
-        out = execute(plan, tracker, dist)
+        out = execute(plan, loaded, tracker, dist)
         predictions = out.pop("_predictions", {})
         rec.update(out)
         rec["status"] = "ok"

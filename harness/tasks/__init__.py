@@ -9,6 +9,7 @@ import importlib
 import pkgutil
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness import data
 from harness.errors import ConfigError, DataError
@@ -36,6 +37,7 @@ class TrainSet:
     remote: str | None = None  # data.REMOTE_FILES key
     contaminates: tuple = ()  # test sets whose items overlap this training data
     note: str = ""
+    local: str | None = None  # a user's own file in the LLM-Adapters format
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,11 @@ class TaskFamily:
         return self.test_sets[name]
 
     def train_set(self, name: str) -> TrainSet:
+        if name.endswith((".json", ".json.gz")) or "/" in name:  # a user's file
+            return TrainSet(name=name, local=name, note="user-provided file")
         if name not in self.train_sets:
             raise ConfigError(f"unknown training set '{name}' for task '{self.name}'; "
-                              f"choose task.train_set from {list(self.train_sets)}")
+                              f"choose task.train_set from {list(self.train_sets)} or a .json file path")
         return self.train_sets[name]
 
 
@@ -141,6 +145,12 @@ def load_test_set(ts: TestSet, cache_dir: str, variant: str = "auto") -> tuple[l
 def load_train_set(tr: TrainSet, cache_dir: str) -> tuple[list[dict], list[dict]]:
     """Records of a training set (components concatenated in order) and each component's provenance."""
     records, provenance = [], []
+    if tr.local:
+        path = Path(tr.local).expanduser()
+        recs, digest = data.read_json_records(path)
+        records += recs
+        provenance.append({"name": str(path), "path": str(path.resolve()), "records": len(recs), "sha256": digest,
+                           "source": "user-provided file", "approximate": False})
     if tr.remote:
         recs, meta = data.remote(tr.remote, cache_dir)
         records += recs
