@@ -97,3 +97,21 @@ def test_qlora4_adapters_all_learn_after_a_no_grad_forward(compose_run, work_dir
     assert len(lora_b) == 2 * 5  # 2 layers x q,k,v,up,down
     dead = [k for k, v in lora_b.items() if not v.abs().sum() > 0]
     assert not dead, f"LoRA matrices that never received a gradient: {dead}"
+
+
+def test_a_run_predicted_not_to_fit_the_gpu_is_recorded_as_predicted_oom(compose_run, tmp_path, monkeypatch):
+    """On a GPU the sweep asks the VRAM estimator first; here a 7B full fine-tune 'meets' a fake
+    16 GiB GPU. Nothing is loaded: the record says predicted_oom, and force=true would run it."""
+    import types
+    import torch
+    from harness import models
+    fake = types.SimpleNamespace(name="Fake GPU 16GB", total_memory=16 * 1024 ** 3, major=9, minor=0)
+    monkeypatch.setattr(models, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: fake)
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("a predicted OOM must not load the model"))
+    cfg = compose_run("model=llama-7b", "method=full", "train.micro_batch_size=1", "train.batch_size=1")
+    rec = runner.run(cfg)
+    assert rec["status"] == "predicted_oom" and "force=true" in rec["error"]
+    assert rec["vram_estimate"]["fits"] is False and rec["vram_estimate"]["predicted_total_gib"] > 16
+    assert runner.record.read_record(Path(cfg.results_dir) / "runs" / f"{rec['run_id']}.json")["status"] == \
+        "predicted_oom"
