@@ -1,0 +1,261 @@
+"""python -m harness.bench [key=value ...] [--methods lora,full] [--steps N] [--eval-questions N]
+[--eval-set gsm8k] [--eval-max-new-tokens N] [--suite] [--out results/bench]
+
+key=value overrides are the main CLI's (harness.config.compose): model=, train.batch_size=,
+train.micro_batch_size=, train.cutoff_len=, eval.batch_size=, device=, cache_dir= ... Everything is
+resolved and checked (methods, batch sizes, data, output directory) before any model is loaded;
+bad input prints "error: ..." and exits 2. A method that fails while running is recorded as a
+failed row and the bench goes on; the exit status is then 1.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from harness import env, models, tasks
+from harness.bench import evaluation, report, training
+from harness.errors import ConfigError, HarnessError
+from harness.train import check_batch_sizes
+
+ALL_METHODS = ("full", "lora", "qlora4", "qlora8", "dora", "adapter_series", "adapter_parallel",
+               "prompt_tuning", "bitfit")
+NEEDS_BITSANDBYTES = ("qlora4", "qlora8")
+# (GPU, CPU) defaults: a meaningful measurement on a GPU, a quick exercise of every path on a CPU
+DEFAULT_MODEL = ("smollm2-135m", "tiny-random")
+DEFAULT_STEPS = (20, 3)
+DEFAULT_EVAL_QUESTIONS = (64, 4)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m harness.bench", description=(
+        "Plain transformers+peft training and LLM-Adapters-style evaluation vs the harness, same work."))
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="run-config overrides, as for python -m harness")
+    parser.add_argument("--methods", help=f"comma-separated (default: all of {','.join(ALL_METHODS)})")
+    parser.add_argument("--steps", type=int, help="timed optimizer steps per side (default 20 on GPU, 3 on CPU)")
+    parser.add_argument("--eval-questions", type=int, help="questions for the evaluation comparison "
+                        "(default 64 on GPU, 4 on CPU; 0 skips it)")
+    parser.add_argument("--eval-set", default="gsm8k", help="test set of the evaluation comparison (default gsm8k)")
+    parser.add_argument("--eval-max-new-tokens", type=int, help="generation cap for both evaluations "
+                        "(default eval.max_new_tokens, else the task's: 256 for arithmetic)")
+    parser.add_argument("--suite", action="store_true", help="also time the harness evaluation of all 15 test "
+                        "sets (the <= 5 min target; eval.limit=N shortens it)")
+    parser.add_argument("--out", default="results/bench", help="output directory (default results/bench)")
+    return parser.parse_intermixed_args(argv)
+
+
+@dataclass
+class Settings:
+    device: torch.device
+    model: str
+    overrides: list[str]
+    base: object  # the resolved run config without the method (train/eval/task/model)
+    configs: dict  # method -> resolved run config
+    skipped: list[dict]
+    steps: int
+    train_records: list[dict]
+    train_provenance: list[dict]
+    eval_questions: int
+    eval_set: tasks.TestSet
+    eval_records: list[dict]
+    eval_max_new_tokens: int
+    suite: bool
+    out: Path
+    argv: list[str] = field(default_factory=list)
+
+
+def compose(overrides: list[str]):
+    """harness.config.compose, with Hydra's and OmegaConf's complaints turned into ConfigError."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from harness.config import compose as compose_run
+    try:
+        return compose_run(overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        # Hydra's text ends in search paths and suggests +key=value, which the typed schema refuses;
+        # the cause (OmegaConf's "Key 'x' not in 'TrainConfig'") is the useful part
+        text = str(exc).split("Config search path")[0]
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("To append")]
+        if exc.__cause__ is not None:
+            lines.append(str(exc.__cause__).splitlines()[0])
+        raise ConfigError(f"bad override in {overrides}: {' '.join(lines)}") from exc
+
+
+def _override_key(item: str) -> str:
+    if "=" not in item:
+        raise ConfigError(f"'{item}' is not a key=value override; bench flags start with -- (see --help)")
+    return item.split("=", 1)[0].lstrip("+~")
+
+
+def parse_methods(spec: str | None) -> tuple[list[str], list[dict]]:
+    """(methods to run, skipped with the reason). Unknown names are an error, listing the valid ones."""
+    names = list(ALL_METHODS) if spec is None else [m.strip() for m in spec.split(",") if m.strip()]
+    if not names:
+        raise ConfigError("--methods is empty; give e.g. --methods lora,full")
+    unknown = [m for m in names if m not in ALL_METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown} in --methods; choose from {','.join(ALL_METHODS)}")
+    names = list(dict.fromkeys(names))  # keep order, drop repeats
+    skipped = []
+    if importlib.util.find_spec("bitsandbytes") is None:
+        skipped = [{"method": m, "reason": "bitsandbytes is not installed (pip install bitsandbytes)"}
+                   for m in names if m in NEEDS_BITSANDBYTES]
+    run = [m for m in names if m not in {s["method"] for s in skipped}]
+    if not run:
+        raise ConfigError(f"nothing to run: {[s['method'] for s in skipped]} need bitsandbytes, which is not installed")
+    return run, skipped
+
+
+def _positive(name: str, value: int, minimum: int = 1) -> int:
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, not {value}")
+    return value
+
+
+def resolve(args: argparse.Namespace, argv: list[str]) -> Settings:
+    """Everything checked before any model is built."""
+    overrides = list(args.overrides)
+    keys = [_override_key(o) for o in overrides]
+    if "method" in keys:
+        raise ConfigError("choose methods with --methods lora,full, not method=")
+    device = models.resolve_device(compose(overrides).device)
+    gpu = device.type == "cuda"
+    pick = (lambda pair: pair[0 if gpu else 1])  # noqa: E731
+    if "model" not in keys:
+        overrides = [f"model={pick(DEFAULT_MODEL)}"] + overrides
+    base = compose(overrides)
+    names, skipped = parse_methods(args.methods)
+    configs = {m: compose(overrides + [f"method={m}"]) for m in names}
+    for cfg in configs.values():
+        check_batch_sizes(cfg.train)
+    if base.eval.batch_size <= 0:
+        raise ConfigError(f"eval.batch_size must be positive, not {base.eval.batch_size}")
+    steps = _positive("--steps", args.steps if args.steps is not None else pick(DEFAULT_STEPS))
+
+    family = tasks.get_family(base.task.name)
+    records, provenance = tasks.load_train_set(family.train_set(base.task.train_set), base.cache_dir)
+    need = steps * base.train.batch_size
+    if len(records) < need:
+        raise ConfigError(f"--steps {steps} x train.batch_size {base.train.batch_size} needs {need} training "
+                          f"examples; {base.task.train_set} has {len(records)}")
+    train_records = tasks.shuffled(records, base.seed)[:need]  # one epoch of exactly `steps` steps
+
+    n_eval = _positive("--eval-questions", args.eval_questions if args.eval_questions is not None
+                       else pick(DEFAULT_EVAL_QUESTIONS), minimum=0)
+    all_sets = tasks.all_test_sets()
+    if args.eval_set not in all_sets:
+        raise ConfigError(f"unknown --eval-set '{args.eval_set}'; choose from {sorted(all_sets)}")
+    ts = all_sets[args.eval_set]
+    eval_records = []
+    if n_eval:
+        eval_records, _ = tasks.load_test_set(ts, base.cache_dir, base.eval.hellaswag)
+        if n_eval > len(eval_records):
+            raise ConfigError(f"--eval-questions {n_eval} is more than {ts.name} holds ({len(eval_records)})")
+        eval_records = eval_records[:n_eval]
+    max_new = args.eval_max_new_tokens or base.eval.max_new_tokens or base.task.max_new_tokens
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError("not writable")
+    except OSError as exc:
+        raise ConfigError(f"cannot write to --out {out}: {exc}; pass --out <writable dir>") from exc
+    return Settings(device=device, model=base.model.name, overrides=overrides, base=base, configs=configs,
+                    skipped=skipped, steps=steps, train_records=train_records, train_provenance=provenance,
+                    eval_questions=n_eval, eval_set=ts, eval_records=eval_records,
+                    eval_max_new_tokens=_positive("--eval-max-new-tokens", max_new), suite=args.suite, out=out,
+                    argv=list(argv))
+
+
+def say(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def run_evaluations(s: Settings) -> tuple[dict | None, dict | None]:
+    if not s.eval_questions and not s.suite:
+        return None, None
+    cfg = compose(s.overrides + ["method=none"])
+    dtype = models.compute_dtype(s.device, cfg.train.precision)
+    model, tok, _ = training.build(cfg, s.device, dtype)
+    comparison = suite = None
+    try:
+        if s.eval_questions:
+            say(f"evaluation: {s.eval_questions} {s.eval_set.name} questions, reference (beam 4, batch 1) vs harness")
+            comparison = evaluation.compare(model, tok, s.eval_set, s.eval_records, cfg, s.eval_max_new_tokens,
+                                            s.device)
+            say(f"evaluation: reference {comparison['reference']['questions_per_second']:.3f} q/s, harness "
+                f"{comparison['harness']['questions_per_second']:.3f} q/s ({comparison['speedup']:.2f}x)")
+        if s.suite:
+            say("suite: harness evaluation of every test set")
+            suite = evaluation.suite(model, tok, cfg, s.device)
+            say(f"suite: {suite['questions']} questions in {suite['seconds']:.1f} s")
+    finally:
+        del model
+        training.release(s.device)
+    return comparison, suite
+
+
+def run(s: Settings) -> int:
+    started = datetime.now(timezone.utc)
+    stem = report.output_stem(s.out, s.device, s.model, started)
+    rows = []
+    for name, cfg in s.configs.items():
+        say(f"{name}: plain loop vs harness loop, {s.steps} timed steps each")
+        row = training.compare_method(cfg, s.train_records, s.steps, s.device)
+        rows.append(row)
+        if row["status"] == "ok":
+            say(f"{name}: plain {row['plain']['tokens_per_second']:,.0f} tok/s, harness "
+                f"{row['harness']['tokens_per_second']:,.0f} tok/s ({row['speedup']:.2f}x), memory ratio "
+                f"{row['memory_ratio']}")
+        else:
+            say(f"{name}: FAILED {row['error']}")
+    eval_error = None
+    try:
+        comparison, suite = run_evaluations(s)
+    except HarnessError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - keep the training rows: write what was measured
+        comparison = suite = None
+        eval_error = f"{type(exc).__name__}: {exc}"[:1000]
+        say(f"evaluation FAILED: {eval_error}")
+    resolved = OmegaConf.to_container(s.base, resolve=True)
+    doc = {
+        "kind": "peft-bench/bench", "schema": 1, "started": started.isoformat(),
+        "finished": datetime.now(timezone.utc).isoformat(),
+        "config": {"model": s.model, "device": s.device.type, "methods": list(s.configs), "steps": s.steps,
+                   "warmup_steps_untimed": 1, "eval_set": s.eval_set.name, "eval_questions": s.eval_questions,
+                   "eval_max_new_tokens": s.eval_max_new_tokens, "suite": s.suite, "out": str(s.out),
+                   "overrides": s.overrides, "argv": s.argv, "train_examples": len(s.train_records),
+                   "train_data": s.train_provenance,
+                   "run_config": {k: v for k, v in resolved.items() if k != "method"}},
+        "environment": env.environment(s.device),
+        "targets": {"train_speedup_min": training.TARGET_TRAIN_SPEEDUP,
+                    "train_memory_ratio_max": training.TARGET_MEMORY_RATIO,
+                    "suite_seconds_max": evaluation.TARGET_SUITE_SECONDS},
+        "training": rows, "skipped": s.skipped, "evaluation": comparison, "suite": suite,
+        "evaluation_error": eval_error,
+    }
+    json_path, md_path = report.write(doc, stem)
+    print(report.markdown(doc))
+    say(f"wrote {json_path} and {md_path}")
+    return 0 if all(r["status"] == "ok" for r in rows) and not eval_error else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()  # weight-loading bars for every model built would bury the table
+        return run(resolve(parse_args(argv), argv))
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

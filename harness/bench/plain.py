@@ -1,0 +1,70 @@
+"""The baseline: the fine-tuning loop a typical transformers+peft script runs today.
+
+Every example is padded to cutoff_len (the tutorial `padding="max_length"` tokenisation), batches
+come from a shuffled order with no length grouping, each micro-batch's loss is HF's mean over its
+label tokens divided by the accumulation steps, the optimizer is torch.optim.AdamW without the
+fused kernel, the loss is the model's own cross-entropy (full logits), and the model is called as
+`model(**batch)` with its default KV-cache setting. bf16 autocast on CUDA, fp32 on CPU, exactly as
+the harness loop does, so the comparison is about the loop and not the precision.
+"""
+from __future__ import annotations
+
+import random
+from contextlib import nullcontext
+
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from harness.train import IGNORE, schedule
+
+
+def pad_to_cutoff(example: dict, cutoff_len: int, pad_id: int) -> dict:
+    """`tok(text, truncation=True, max_length=cutoff_len, padding="max_length")` with pad labels
+    masked (DataCollatorForSeq2Seq's -100). Built from the harness's token ids, so both sides
+    train on exactly the same tokens and only the padding differs."""
+    ids, labels = example["input_ids"], example["labels"]
+    pad = cutoff_len - len(ids)
+    return {"input_ids": ids + [pad_id] * pad, "labels": labels + [IGNORE] * pad,
+            "attention_mask": [1] * len(ids) + [0] * pad}
+
+
+def train_plain(model, tok, examples: list[dict], cfg, steps: int, device: torch.device,
+                dtype: torch.dtype) -> dict:
+    """Train `model` in place for `steps` optimizer steps; tokens counted as the harness counts them."""
+    tcfg = cfg.train
+    micro = tcfg.micro_batch_size
+    accum = tcfg.batch_size // micro
+    rows = [pad_to_cutoff(e, tcfg.cutoff_len, tok.pad_token_id) for e in examples]
+    order = list(range(len(rows)))
+    random.Random(cfg.seed).shuffle(order)  # DataLoader(shuffle=True)
+    batches = [order[i:i + micro] for i in range(0, len(order), micro)]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.method.lr, weight_decay=tcfg.weight_decay, fused=False)
+    _, warmup = schedule(steps, tcfg.warmup_steps)  # the harness's warmup length: same lr trajectory
+    sched = get_linear_schedule_with_warmup(opt, warmup, steps)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and dtype == torch.bfloat16
+                else nullcontext())
+    model.train()
+    losses, real_tokens, padded_tokens = [], 0, 0
+    for step in range(steps):
+        step_loss = 0.0
+        for k in range(accum):
+            mb = batches[(step * accum + k) % len(batches)]
+            batch = {key: torch.tensor([rows[i][key] for i in mb]).to(device)
+                     for key in ("input_ids", "attention_mask", "labels")}
+            with autocast:
+                out = model(**batch)
+            loss = out.loss / accum
+            loss.backward()
+            step_loss += loss.item()
+            real_tokens += int(batch["attention_mask"].sum())
+            padded_tokens += batch["input_ids"].numel()
+        if tcfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, tcfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(step_loss)
+    model.eval()
+    return {"steps": steps, "losses": [round(x, 5) for x in losses], "real_tokens": real_tokens,
+            "padded_tokens": padded_tokens}

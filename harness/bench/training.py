@@ -1,0 +1,121 @@
+"""One method's training comparison: the plain loop, then the harness loop, each on its own model.
+
+Each side builds a fresh model (harness.models.load + the method, same seed), runs one untimed
+warm-up step (kernel selection, allocator growth, lazy initialisation), then the timed steps with
+the peak-memory counter reset just before them. The model is freed between sides.
+"""
+from __future__ import annotations
+
+import ctypes
+import gc
+import random
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from harness import measure, methods, models
+from harness.bench import TARGET_MEMORY_RATIO, TARGET_TRAIN_SPEEDUP
+from harness.bench.plain import train_plain
+from harness.train import tokenize_example, train
+
+SIDES = ("plain", "harness")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def release(device: torch.device) -> None:
+    """Give freed memory back, so the next side's peak does not include this side's leftovers.
+    On CPU the figure is the process RSS, and glibc keeps freed blocks unless asked to trim."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    else:
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+
+
+def build(cfg, device: torch.device, dtype: torch.dtype):
+    """(model with the method applied, tokenizer, load info), seeded as harness.runner does."""
+    seed_everything(cfg.seed)
+    model, tok, info = models.load(cfg.model, cfg.method, device, dtype, cfg.cache_dir)
+    seed_everything(cfg.seed)
+    ctx = methods.MethodContext(tokenizer=tok, model_ref=info["resolved_path"], device=device,
+                                gradient_checkpointing=cfg.train.gradient_checkpointing)
+    prepared = methods.apply(model, cfg.method, ctx)
+    return prepared.model, tok, info
+
+
+def harness_loop(model, tok, examples, cfg, steps, device, dtype) -> dict:
+    tcfg = OmegaConf.merge(cfg.train, {"max_steps": steps, "log_every": max(1, steps)})
+    info = train(model, tok, examples, tcfg, cfg.method.lr, cfg.seed, device, dtype, method=cfg.method.name)
+    tp = info["throughput"]
+    return {"steps": info["steps"], "losses": info["losses"], "real_tokens": tp["real_tokens"],
+            "padded_tokens": tp["padded_tokens"], "fused_loss": info["fused_loss"],
+            "inner_tokens_per_second": tp["tokens_per_second"]}  # train()'s own clock (excludes its setup)
+
+
+LOOPS = {"plain": train_plain, "harness": harness_loop}
+
+
+def run_side(side: str, cfg, records: list[dict], steps: int, device: torch.device, dtype: torch.dtype) -> dict:
+    model, tok, _ = build(cfg, device, dtype)
+    t = cfg.train
+    examples = [tokenize_example(r, tok, t.cutoff_len, t.train_on_inputs, t.prompt_style) for r in records]
+    loop = LOOPS[side]
+    seed_everything(cfg.seed)
+    loop(model, tok, examples, cfg, 1, device, dtype)  # warm-up step, not timed
+    release(device)  # the warm-up's optimizer state is gone; do not count it in the timed peak
+    seed_everything(cfg.seed)
+    memory = measure.PhaseMemory(device).start()
+    t0 = measure.clock(device)
+    out = loop(model, tok, examples, cfg, steps, device, dtype)
+    seconds = measure.clock(device) - t0
+    mem = memory.read()
+    del model
+    release(device)
+    return {**out, "seconds": round(seconds, 4), "tokens_per_second": round(out["real_tokens"] / seconds, 2),
+            "padded_fraction": round(1 - out["real_tokens"] / max(1, out["padded_tokens"]), 4),
+            "peak_gib": mem.get(measure.peak_key(device)), "memory": mem,
+            "loss_last": out["losses"][-1] if out["losses"] else None}
+
+
+def compare_method(cfg, records: list[dict], steps: int, device: torch.device) -> dict:
+    """The training row of one method (status failed with the error if either side raised)."""
+    dtype = models.compute_dtype(device, cfg.train.precision)
+    row = {"method": cfg.method.name, "status": "ok", "error": None,
+           "method_config": OmegaConf.to_container(cfg.method, resolve=True)}
+    error = None
+    try:
+        for side in SIDES:
+            row[side] = run_side(side, cfg, records, steps, device, dtype)
+    except Exception as exc:  # noqa: BLE001 - one method failing (OOM, say) must not end the bench
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+    if error:  # released here, not in the except block, whose traceback still holds the failed model
+        release(device)
+        row.update(status="failed", error=error, flags=["failed"])
+        return row
+    plain, harness = row["plain"], row["harness"]
+    row["speedup"] = round(harness["tokens_per_second"] / plain["tokens_per_second"], 3)
+    row["memory_ratio"] = (round(harness["peak_gib"] / plain["peak_gib"], 3)
+                           if harness["peak_gib"] and plain["peak_gib"] else None)
+    row["same_tokens"] = plain["real_tokens"] == harness["real_tokens"]
+    row["flags"] = flags(row)
+    return row
+
+
+def flags(row: dict) -> list[str]:
+    out = []
+    if row["speedup"] < TARGET_TRAIN_SPEEDUP:
+        out.append(f"below {TARGET_TRAIN_SPEEDUP:g}× target")
+    if row["memory_ratio"] is not None and row["memory_ratio"] > TARGET_MEMORY_RATIO:
+        out.append("more memory than plain")
+    if not row["same_tokens"]:
+        out.append("token counts differ")
+    return out

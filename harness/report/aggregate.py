@@ -1,0 +1,210 @@
+"""Pure functions from records to comparable rows and seed-aggregated groups (no files, no pandas).
+
+A record becomes a flat row (`flatten`). Rows that would be averaged must have been computed the
+same way, so a group is keyed by model, method, task, training set, scoring, eval limit and
+decoding, plus a `variant` label naming any other config key that differs between runs of that
+key (e.g. `method.lr=0.0001`), so two learning rates are never averaged together. Within a group
+the runs differ only by seed: values are the mean and the sample standard deviation (n-1).
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+from harness import tasks
+from harness.config import NON_SEMANTIC_KEYS
+from harness.report.load import Corrupt
+
+KEY = ("model", "method", "task", "train_set", "scoring", "eval_limit", "decoding")
+GROUP_KEY = KEY + ("variant",)
+# config keys that are part of KEY already, or that do not change what is measured
+_NOT_VARIANT = {"seed", "model.name", "method.name", "task.name", "task.train_set", "eval.scoring", "eval.limit",
+                "eval.num_beams", "eval.batch_size", "forgetting.batch_size", "train.log_every", "device"}
+
+
+def all_families() -> list:
+    tasks.all_test_sets()  # imports every family module (harness/tasks/*.py), so FAMILIES is complete
+    return list(tasks.FAMILIES.values())
+
+
+def family_of(task: str):
+    """The declared task family, or None for a task this checkout does not know."""
+    return {f.name: f for f in all_families()}.get(task)
+
+
+def _mean(values: list[float]) -> float | None:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return sum(vals) / len(vals) if vals else None
+
+
+def memory_gib(phase: dict | None) -> tuple[float | None, str | None]:
+    """Peak memory of one phase and what it measures: CUDA peak allocated, else CPU peak RSS."""
+    phase = phase or {}
+    if phase.get("peak_allocated_gib") is not None:
+        return float(phase["peak_allocated_gib"]), "CUDA peak allocated"
+    if phase.get("peak_rss_gib") is not None:
+        return float(phase["peak_rss_gib"]), "CPU peak RSS"
+    return None, None
+
+
+def device_identity(meta: dict) -> str | None:
+    """What throughput and memory are comparable across: the GPU's name, or for CPU runs the CPU
+    and thread count (every CPU record says just 'cpu')."""
+    name = meta.get("device_name")
+    if name == "cpu" and (meta.get("cpu") or meta.get("cpu_count")):
+        return f"cpu ({meta.get('cpu') or '?'}, {meta.get('cpu_count') or '?'} threads)"
+    return name
+
+
+def record_averages(acc: dict, overlap: set, family) -> dict:
+    """The paper's average, the all-sets average and the average without overlapping sets; each
+    None unless every set it needs was evaluated (a subset run has no comparable average)."""
+    out = {"avg_paper": None, "avg_all": None, "avg_clean": None}
+    if family is None:
+        out["avg_all"] = _mean(list(acc.values()))
+        return out
+    if all(s in acc for s in family.paper_average):
+        out["avg_paper"] = _mean([acc[s] for s in family.paper_average])
+    if all(s in acc for s in family.test_sets):
+        out["avg_all"] = _mean([acc[s] for s in family.test_sets])
+        out["avg_clean"] = _mean([acc[s] for s in family.test_sets if s not in overlap])
+    return out
+
+
+def flatten(rec: dict) -> dict:
+    """One record as a flat row with what tables, plots and the regression gate read."""
+    info = rec.get("run_info") or {}
+    cfg = info.get("config") or {}
+    ev = rec.get("eval") or {}
+    first = next(iter(ev.values()), {}) if ev else {}
+    ecfg = cfg.get("eval") or {}
+    acc = {k: float(v["accuracy"]) for k, v in ev.items() if isinstance(v, dict) and v.get("accuracy") is not None}
+    overlap = {k for k, v in ev.items() if isinstance(v, dict) and v.get("overlaps_training_data")}
+    approx = {k for k, v in ev.items() if isinstance(v, dict) and v.get("approximate")}
+    family = family_of(info.get("task") or (cfg.get("task") or {}).get("name"))
+    mem = rec.get("memory") or {}
+    mem_train, kind_train = memory_gib(mem.get("train"))
+    mem_eval, kind_eval = memory_gib(mem.get("eval"))
+    throughput = ((rec.get("train_info") or {}).get("throughput") or {})
+    params = rec.get("params") or {}
+    meta = rec.get("meta_info") or {}
+    decoding = first.get("decoding") if ev else None
+    if not decoding and (first.get("scoring") or ecfg.get("scoring")) != "loglik":
+        beams = ecfg.get("num_beams")
+        decoding = None if beams is None else ("greedy" if beams == 1 else f"beam{beams}")
+    return {
+        "run_id": rec.get("run_id"), "status": rec.get("status"), "error": rec.get("error"),
+        "path": rec.get("_path"),
+        "model": info.get("model") or (cfg.get("model") or {}).get("name"),
+        "method": info.get("method") or (cfg.get("method") or {}).get("name"),
+        "task": info.get("task") or (cfg.get("task") or {}).get("name"),
+        "train_set": info.get("train_set") or (cfg.get("task") or {}).get("train_set"),
+        "seed": info.get("seed", cfg.get("seed")),
+        "scoring": first.get("scoring") or ecfg.get("scoring") or "generate",
+        "eval_limit": int(ecfg.get("limit") or 0),
+        "decoding": decoding or "-",
+        "config": dotted(cfg),
+        "acc": acc, "overlap": overlap, "approximate": approx,
+        **record_averages(acc, overlap, family),
+        "parse_failure_rate": _mean([v.get("parse_failure_rate") for v in ev.values() if isinstance(v, dict)]),
+        "eval_qps": _mean([v.get("questions_per_second") for v in ev.values() if isinstance(v, dict)]),
+        "trainable": params.get("trainable"), "total_params": params.get("total"),
+        "trainable_pct": params.get("trainable_pct"),
+        "mem_train_gib": mem_train, "mem_eval_gib": mem_eval, "mem_kind": kind_train or kind_eval,
+        "tokens_per_second": throughput.get("tokens_per_second"),
+        "forgetting_avg": (rec.get("forgetting") or {}).get("forgetting_avg"),
+        "device": device_identity(meta), "device_name": meta.get("device_name"),
+    }
+
+
+def flatten_all(records: list[dict]) -> tuple[list[dict], list[Corrupt]]:
+    """Rows of the records that can be read, and the records (valid JSON with a status) whose
+    content is not what a record holds: those are reported like corrupt files, not crashed on."""
+    rows, bad = [], []
+    for rec in records:
+        try:
+            rows.append(flatten(rec))
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            where = str(rec.get("_path") or rec.get("run_id"))
+            bad.append(Corrupt(where, f"unexpected content ({type(exc).__name__}: {exc})"))
+    return rows, bad
+
+
+def dotted(cfg: dict, prefix: str = "") -> dict:
+    """{'method': {'lr': 1e-4}} -> {'method.lr': '0.0001'} (values as JSON, comparable), without
+    the keys that never change what a run computes (results_dir, wandb, ...)."""
+    out = {}
+    for k, v in cfg.items():
+        if not prefix and k in NON_SEMANTIC_KEYS:
+            continue
+        if isinstance(v, dict):
+            out.update(dotted(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    return out
+
+
+def assign_variants(rows: list[dict]) -> list[dict]:
+    """Set row['variant'] to the config keys that tell it apart from the other runs with the same
+    KEY ('' when they differ only by seed). Keys some runs lack are ignored: an older record
+    without a newly added option is not a different experiment."""
+    by_key: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by_key.setdefault(tuple(r[k] for k in KEY), []).append(r)
+    for members in by_key.values():
+        common = set.intersection(*(set(m["config"]) for m in members)) - _NOT_VARIANT
+        differing = sorted(k for k in common if len({m["config"][k] for m in members}) > 1)
+        for m in members:
+            m["variant"] = ", ".join(f"{k}={m['config'][k]}" for k in differing)
+    return rows
+
+
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (None with fewer than two values) of the non-missing."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+def aggregate(rows: list[dict], extra_key: tuple = ()) -> list[dict]:
+    """Groups of ok rows that differ only by seed: per set and per average, mean and std.
+    `extra_key` adds fields to the group key (the efficiency table adds 'device')."""
+    rows = assign_variants([r for r in rows if r["status"] == "ok"])
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in GROUP_KEY + extra_key), []).append(r)
+    out = []
+    for key, members in groups.items():
+        members.sort(key=lambda m: (str(m["seed"]), str(m["run_id"])))
+        g = dict(zip(GROUP_KEY + extra_key, key))
+        g["n"] = len(members)
+        g["seeds"] = [m["seed"] for m in members]
+        g["run_ids"] = [m["run_id"] for m in members]
+        sets = sorted({s for m in members for s in m["acc"]})
+        g["acc"] = {s: mean_std([m["acc"].get(s) for m in members]) for s in sets}
+        g["overlap"] = set().union(*(m["overlap"] for m in members))
+        g["approximate"] = set().union(*(m["approximate"] for m in members))
+        for field in ("avg_paper", "avg_all", "avg_clean", "parse_failure_rate", "eval_qps", "trainable",
+                      "total_params", "trainable_pct", "mem_train_gib", "mem_eval_gib", "tokens_per_second",
+                      "forgetting_avg"):
+            g[field] = mean_std([m[field] for m in members])
+        g["mem_kind"] = " / ".join(sorted({m["mem_kind"] for m in members if m["mem_kind"]})) or None
+        g["devices"] = sorted({m["device_name"] or "?" for m in members})
+        out.append(g)
+    return sorted(out, key=group_order)
+
+
+# display order of methods: the base model, then full fine-tuning, then PEFT methods
+METHOD_ORDER = ("none", "full", "lora", "qlora8", "qlora4", "dora", "adapter_series", "adapter_parallel",
+                "prompt_tuning", "bitfit")
+
+
+def method_rank(method: str) -> tuple:
+    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), str(method))
+
+
+def group_order(g: dict) -> tuple:
+    return (str(g["task"]), str(g["model"]), method_rank(g["method"]), str(g["train_set"]), str(g["scoring"]),
+            g["eval_limit"], str(g["decoding"]), str(g.get("variant", "")))

@@ -1,0 +1,248 @@
+"""Reports rebuilt from fixture records (tests/fixtures/records): files, averages, seeds, failures,
+corrupt files, published rows, LaTeX escaping, overlap marks, plots. No model is loaded."""
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.report import aggregate, build, render
+from harness.report.load import load_published, load_records
+from harness.report.plots import pareto_front
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures" / "records"
+LORA_ARITH = "tiny-random__lora__arithmetic__s42__eccb4e9155.json"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+OUTPUTS = [f"{stem}.{ext}" for stem in ("accuracy_arithmetic", "accuracy_commonsense", "efficiency")
+           for ext in ("md", "csv", "tex")] + ["failures.md", "report.md", "acc_vs_vram.png", "acc_vs_params.png"]
+
+
+def fixture(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text())
+
+
+@pytest.fixture
+def results(tmp_path) -> Path:
+    """A results directory holding a copy of the fixture records under runs/."""
+    runs = tmp_path / "results" / "runs"
+    runs.mkdir(parents=True)
+    for p in FIXTURES.glob("*.json"):
+        shutil.copy(p, runs / p.name)
+    return tmp_path / "results"
+
+
+def report(results: Path, capsys, *args) -> tuple[int, Path, str, str]:
+    out = results.parent / "report"
+    code = build.main(["--results", str(results), "--out", str(out), *args])
+    captured = capsys.readouterr()
+    return code, out, captured.out, captured.err
+
+
+def row_of(df: pd.DataFrame, **match) -> pd.Series:
+    sel = df
+    for k, v in match.items():
+        sel = sel[sel[k] == v]
+    assert len(sel) == 1, f"{match}: {len(sel)} rows"
+    return sel.iloc[0]
+
+
+def built(results: Path, published=True):
+    records, corrupt = load_records(results / "runs")
+    return build.build(records, corrupt, load_published() if published else None)
+
+
+def test_rebuild_writes_every_file(results, capsys):
+    code, out, stdout, _ = report(results, capsys)
+    assert code == 0
+    for name in OUTPUTS:
+        assert (out / name).stat().st_size > 0, name
+    assert not list(out.glob(".*.tmp")), "temporary files left behind"
+    text = (out / "report.md").read_text()
+    for title in ("Arithmetic reasoning", "Commonsense reasoning", "Efficiency", "Failed runs", "acc_vs_vram.png"):
+        assert title in text
+    assert "8 records (6 ok, 2 not ok" in stdout
+
+
+def test_paper_average_is_the_mean_of_gsm8k_aqua_mawps_svamp(results, capsys):
+    code, out, _, _ = report(results, capsys)
+    rec = fixture(LORA_ARITH)
+    by_hand = (rec["eval"]["gsm8k"]["accuracy"] + rec["eval"]["aqua"]["accuracy"]
+               + rec["eval"]["mawps"]["accuracy"] + rec["eval"]["svamp"]["accuracy"]) / 4
+    all_seven = sum(v["accuracy"] for v in rec["eval"].values()) / 7
+    data = pd.read_csv(out / "accuracy_arithmetic.csv")
+    lora = row_of(data, source="ours", method="lora")
+    assert lora["avg_paper"] == pytest.approx(by_hand) == pytest.approx(43.75)
+    assert lora["avg_all"] == pytest.approx(all_seven)
+    display = built(results).accuracy[0].display
+    shown = row_of(display, source="ours", method="lora")
+    assert shown["Avg (paper)"] == f"{by_hand:.1f}" and shown["Avg (7 sets)"] == f"{all_seven:.1f}"
+    # the family's order and display names, from harness/tasks/arithmetic.py
+    assert list(display.columns[-9:]) == ["GSM8K", "SVAMP", "MultiArith", "AddSub", "AQuA", "SingleEq", "MAWPS",
+                                          "Avg (paper)", "Avg (7 sets)"]
+
+
+def test_seeds_aggregate_to_mean_and_sample_std(results, capsys):
+    seeds = [fixture(p.name) for p in sorted(FIXTURES.glob("*bitfit*"))]
+    gsm = [r["eval"]["gsm8k"]["accuracy"] for r in seeds]
+    paper = [statistics.fmean(r["eval"][s]["accuracy"] for s in ("gsm8k", "aqua", "mawps", "svamp")) for r in seeds]
+    code, out, _, _ = report(results, capsys)
+    data = row_of(pd.read_csv(out / "accuracy_arithmetic.csv"), source="ours", method="bitfit")
+    assert data["n_seeds"] == 3
+    assert data["gsm8k"] == pytest.approx(statistics.fmean(gsm)) and data["gsm8k_std"] == pytest.approx(
+        statistics.stdev(gsm))
+    assert data["avg_paper"] == pytest.approx(statistics.fmean(paper))
+    assert data["avg_paper_std"] == pytest.approx(statistics.stdev(paper))
+    shown = row_of(built(results).accuracy[0].display, source="ours", method="bitfit")
+    assert shown["seeds"] == "n=3"
+    assert shown["GSM8K"] == f"{statistics.fmean(gsm):.1f} ± {statistics.stdev(gsm):.1f}" == "50.0 ± 25.0"
+    single = row_of(built(results).accuracy[0].display, source="ours", method="lora")
+    assert single["seeds"] == "n=1" and "±" not in single["GSM8K"]
+
+
+def test_runs_differing_in_more_than_the_seed_are_not_averaged():
+    rows = [aggregate.flatten(fixture(p.name)) for p in sorted(FIXTURES.glob("*bitfit*"))]
+    rows[0]["config"]["method.lr"] = "0.01"
+    groups = aggregate.aggregate(rows)
+    assert sorted(g["n"] for g in groups) == [1, 2]
+    assert {g["variant"] for g in groups} == {"method.lr=0.01", "method.lr=0.001"}
+
+
+def test_failed_and_oom_runs_are_listed(results, capsys):
+    code, out, _, _ = report(results, capsys)
+    text = (out / "failures.md").read_text()
+    for name in FIXTURES.glob("*.json"):
+        rec = fixture(name.name)
+        if rec["status"] != "ok":
+            assert rec["run_id"] in text and rec["status"] in text
+            assert rec["error"].splitlines()[0] in text
+    assert "| oom " in text and "| failed " in text
+    assert "Failed runs" in (out / "report.md").read_text()
+
+
+def test_corrupt_files_are_listed_and_do_not_crash(results, capsys):
+    runs = results / "runs"
+    (runs / "broken.json").write_text("{not json")
+    (runs / "truncated.json").write_text((FIXTURES / LORA_ARITH).read_text()[:300])
+    (runs / "a_list.json").write_text("[1, 2]")
+    (runs / "no_status.json").write_text(json.dumps({"run_id": "x", "eval": {}}))
+    code, out, _, stderr = report(results, capsys)
+    assert code == 0
+    for name, reason in (("broken.json", "not valid JSON"), ("truncated.json", "not valid JSON"),
+                         ("a_list.json", "not a JSON object"), ("no_status.json", "no 'status'")):
+        line = f"corrupt: {runs / name}: {reason}"
+        assert line in stderr
+        assert line in (out / "report.md").read_text() and line in (out / "failures.md").read_text()
+    assert "6 ok" in (out / "report.md").read_text()
+
+
+def test_no_records_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty" / "runs").mkdir(parents=True)
+    for results in (tmp_path / "missing", tmp_path / "empty"):
+        code, out, _, stderr = report(results, capsys)
+        assert code == 1
+        assert "no records under" in stderr and "run `make sweep` first" in stderr
+        assert not out.exists()
+
+
+def test_published_rows_are_shown_and_marked(results, capsys):
+    code, out, _, _ = report(results, capsys)
+    common = (out / "accuracy_commonsense.md").read_text()
+    assert "published: DoRA README" in common and "published: LLM-Adapters README" in common
+    arith = pd.read_csv(out / "accuracy_arithmetic.csv")
+    llama_lora = row_of(arith, source="published: LLM-Adapters README (AGI-Edgerunners/LLM-Adapters@8166572)",
+                        model="LLaMA-7B", method="lora")
+    assert llama_lora["gsm8k"] == pytest.approx(37.5) and llama_lora["avg_paper"] == pytest.approx(46.9)
+    assert llama_lora["train_set"] == "math_10k"
+    assert set(arith["source"]) >= {"ours"}
+    code, out, _, _ = report(results, capsys, "--no-published")
+    assert "published:" not in (out / "accuracy_commonsense.md").read_text()
+    assert set(pd.read_csv(out / "accuracy_arithmetic.csv")["source"]) == {"ours"}
+
+
+def test_loglik_scoring_and_eval_subset_are_marked(results, capsys):
+    t = built(results).accuracy[1]
+    assert row_of(t.display, source="ours")["eval"] == "loglik"
+    assert "first 4 items per set" in t.title
+    assert row_of(t.display, source="ours")["HellaSwag≈"].endswith("≈")  # the fixture's HellaSwag is approximate
+
+
+def test_different_eval_limits_stay_separate(results):
+    rec = fixture(LORA_ARITH)
+    rec["run_id"] += "_all"
+    rec["run_info"]["config"]["eval"]["limit"] = 0
+    (results / "runs" / f"{rec['run_id']}.json").write_text(json.dumps(rec))
+    display = built(results, published=False).accuracy[0].display
+    lora = display[display["method"] == "lora"]
+    assert sorted(lora["items/set"]) == ["all", "first 4"]
+
+
+def test_latex_escapes_underscores_and_percent(results, capsys):
+    code, out, _, _ = report(results, capsys)
+    tex = (out / "accuracy_arithmetic.tex").read_text()
+    assert r"math\_offline" in tex and r"adapter\_series" in tex
+    body = tex.split(r"\begin{tabular}")[1]
+    assert "math_offline" not in body.replace(r"math\_offline", "")
+    assert r"accuracy (\%)" in tex and r"$\pm$" in tex
+    assert render.latex_escape("a_b & 5% #1 {x}") == r"a\_b \& 5\% \#1 \{x\}"
+
+
+def test_overlapping_sets_get_a_dagger(results, capsys):
+    rec = fixture(LORA_ARITH)
+    rec["run_id"] = rec["run_id"].replace("eccb4e9155", "math10k000")
+    rec["run_info"]["train_set"] = rec["run_info"]["config"]["task"]["train_set"] = "math_10k"
+    for s in ("addsub", "multiarith", "singleeq"):
+        rec["eval"][s]["overlaps_training_data"] = True
+    (results / "runs" / f"{rec['run_id']}.json").write_text(json.dumps(rec))
+    t = built(results, published=False).accuracy[0]
+    row = row_of(t.display, **{"train set": "math_10k"})
+    assert row["AddSub"] == "50.0†" and row["MultiArith"] == "75.0†" and row["SingleEq"] == "100.0†"
+    assert row["GSM8K"] == "25.0" and row["Avg (paper)"] == "43.8"  # the paper's 4 sets do not overlap
+    assert row["Avg (7 sets)"].endswith("†")
+    assert row["Avg (no overlap)"] == f"{(25 + 50 + 25 + 75) / 4:.1f}"
+    assert any(n.startswith("† ") for n in t.notes)
+    clean = row_of(t.display, **{"train set": "math_offline", "method": "lora"})
+    assert "†" not in "".join(clean.astype(str))
+    code, out, _, _ = report(results, capsys)
+    assert "75.0†" in (out / "accuracy_arithmetic.md").read_text()
+
+
+def test_plots_are_png_files(results, capsys):
+    import matplotlib.image
+    code, out, _, _ = report(results, capsys)
+    for name in ("acc_vs_vram.png", "acc_vs_params.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG_MAGIC)
+        assert matplotlib.image.imread(out / name).shape[0] > 100
+
+
+def test_pareto_front_keeps_points_no_other_beats():
+    pts = [(1.0, 10.0), (2.0, 30.0), (2.5, 20.0), (3.0, 40.0), (0.5, 5.0), (3.0, 35.0)]
+    assert pareto_front(pts) == [4, 0, 1, 3]
+
+
+def test_readme_section_is_replaced(results, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\n<!-- report:start -->\nold\n<!-- report:end -->\n\nafter\n")
+    code, out, stdout, _ = report(results, capsys, "--readme", str(readme))
+    text = readme.read_text()
+    assert code == 0 and "old" not in text and text.startswith("# Title") and text.endswith("after\n")
+    assert "Arithmetic reasoning" in text and "](report/acc_vs_vram.png)" in text
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no markers\n")
+    code, _, stdout, _ = report(results, capsys, "--readme", str(plain))
+    assert code == 0 and plain.read_text() == "no markers\n" and "left unchanged" in stdout
+
+
+def test_module_entry_point(results):
+    done = subprocess.run([sys.executable, "-m", "harness.report", "--results", str(results), "--out",
+                           str(results / "rep"), "--no-published"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (results / "rep" / "report.md").exists()
