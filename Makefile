@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SWEEP ?= default
+REGRESS_BASELINE ?= results/baselines/default
 TORCH ?= torch==2.13.0
 
 .PHONY: setup setup-gemma test test-fast sweep report bench regress vram clean
@@ -40,7 +41,7 @@ bench:
 	$(PY) -m harness.bench $(ARGS)
 
 regress:
-	$(PY) -m harness.regress $(ARGS)
+	$(PY) -m harness.regress --baseline $(REGRESS_BASELINE) $(ARGS)
 
 vram:
 	$(PY) -m harness.vram --table

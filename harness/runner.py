@@ -21,7 +21,7 @@ from harness import env, evaluate, forgetting, measure, methods, models, record,
 from harness.distributed import Dist, setup as dist_setup
 from harness.measure import Laps
 from harness.errors import ConfigError, Diverged, HarnessError
-from harness.train import check_batch_sizes, tokenize_example, train
+from harness.train import check_batch_sizes, tokenize_examples, train
 
 log = logging.getLogger("harness")
 
@@ -88,6 +88,8 @@ def load_data(plan: Plan) -> tuple[dict, list[dict], list[dict]]:
         train_records = tasks.shuffled(train_records, c.seed)
         if c.train.limit:
             train_records = train_records[:c.train.limit]
+        if c.train.max_steps:  # a capped run sees at most max_steps x batch_size examples: tokenise only those
+            train_records = train_records[:c.train.max_steps * c.train.batch_size]
     return tests, train_records, provenance
 
 
@@ -163,8 +165,7 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
 
     out["train_info"] = None
     if prepared.trains:
-        examples = [tokenize_example(r, tok, c.train.cutoff_len, c.train.train_on_inputs, style)
-                    for r in train_records]
+        examples = tokenize_examples(train_records, tok, c.train.cutoff_len, c.train.train_on_inputs, style)
         out["train_info"] = train(model, tok, examples, c.train, c.method.lr, c.seed, device, dtype,
                                   flops_per_token(c.method.name, total), on_log=tracker.log,
                                   method=c.method.name, dist=dist)

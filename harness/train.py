@@ -25,19 +25,29 @@ log = logging.getLogger("harness.train")
 IGNORE = -100
 
 
-def tokenize_example(rec: dict, tok, cutoff_len: int, train_on_inputs: bool, style: str) -> dict:
-    """LLM-Adapters' tokenisation: truncate to cutoff_len, append EOS if there is room, and with
-    train_on_inputs=False mask the prompt (its length measured by tokenising it alone)."""
-    full = prompts.train_prompt(rec["instruction"], rec["input"], rec["output"], style)
-    ids = tok(full, truncation=True, max_length=cutoff_len)["input_ids"]
-    if ids and ids[-1] != tok.eos_token_id and len(ids) < cutoff_len:
-        ids = ids + [tok.eos_token_id]
-    labels = list(ids)
+def tokenize_examples(records: list[dict], tok, cutoff_len: int, train_on_inputs: bool, style: str) -> list[dict]:
+    """LLM-Adapters' tokenisation, batched: truncate to cutoff_len, append EOS if there is room, and
+    with train_on_inputs=False mask the prompt (its length measured by tokenising it alone)."""
+    if not records:
+        return []
+    full = [prompts.train_prompt(r["instruction"], r["input"], r["output"], style) for r in records]
+    all_ids = tok(full, truncation=True, max_length=cutoff_len)["input_ids"]
     if not train_on_inputs:
-        user = prompts.train_prompt(rec["instruction"], rec["input"], "", style)
-        n_user = len(tok(user, truncation=True, max_length=cutoff_len)["input_ids"])
-        labels = [IGNORE] * n_user + labels[n_user:]
-    return {"input_ids": ids, "labels": labels}
+        users = [prompts.train_prompt(r["instruction"], r["input"], "", style) for r in records]
+        n_users = [len(ids) for ids in tok(users, truncation=True, max_length=cutoff_len)["input_ids"]]
+    out = []
+    for k, ids in enumerate(all_ids):
+        if ids and ids[-1] != tok.eos_token_id and len(ids) < cutoff_len:
+            ids = ids + [tok.eos_token_id]
+        labels = list(ids)
+        if not train_on_inputs:
+            labels = [IGNORE] * n_users[k] + labels[n_users[k]:]
+        out.append({"input_ids": ids, "labels": labels})
+    return out
+
+
+def tokenize_example(rec: dict, tok, cutoff_len: int, train_on_inputs: bool, style: str) -> dict:
+    return tokenize_examples([rec], tok, cutoff_len, train_on_inputs, style)[0]
 
 
 def micro_batches(lengths: list[int], micro: int, seed: int, group_by_length: bool) -> list[list[int]]:

@@ -1,7 +1,14 @@
 """Shared test helpers (kept minimal)."""
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# The test models are tiny: threads only add overhead, and a busy 2-core CI machine makes a thread
+# pool many times slower. Set before torch is imported; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from harness import measure, methods, models
 from harness.bench import TARGET_MEMORY_RATIO, TARGET_TRAIN_SPEEDUP
 from harness.bench.plain import train_plain
-from harness.train import tokenize_example, train
+from harness.train import tokenize_examples, train
 
 SIDES = ("plain", "harness")
 
@@ -67,7 +67,7 @@ LOOPS = {"plain": train_plain, "harness": harness_loop}
 def run_side(side: str, cfg, records: list[dict], steps: int, device: torch.device, dtype: torch.dtype) -> dict:
     model, tok, _ = build(cfg, device, dtype)
     t = cfg.train
-    examples = [tokenize_example(r, tok, t.cutoff_len, t.train_on_inputs, t.prompt_style) for r in records]
+    examples = tokenize_examples(records, tok, t.cutoff_len, t.train_on_inputs, t.prompt_style)
     loop = LOOPS[side]
     seed_everything(cfg.seed)
     loop(model, tok, examples, cfg, 1, device, dtype)  # warm-up step, not timed

@@ -94,8 +94,19 @@ def shipped(name: str) -> tuple[list[dict], dict]:
     if name not in files:
         raise DataError(f"no shipped data file '{name}'; known: {sorted(files)}")
     entry = files[name]
-    records, _ = read_json_records(DATA_DIR / entry["path"], entry["sha256"])
-    return records, entry
+    path = DATA_DIR / entry["path"]
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise DataError(f"data file not found: {path} (reinstall the package)") from exc
+    return _read_cached(str(path), entry["sha256"], stat.st_mtime_ns, stat.st_size), entry
+
+
+@lru_cache(maxsize=32)
+def _read_cached(path: str, sha256: str, mtime_ns: int, size: int) -> list[dict]:
+    """A sweep reads the same files for every run: parse each once per process (keyed on the
+    file's identity, so a changed file is read again). Callers must not modify the records."""
+    return read_json_records(Path(path), sha256)[0]
 
 
 def git_blob_sha1(data: bytes) -> str:
