@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from harness import env, evaluate, forgetting, measure, methods, models, record, tasks, tracking
+from harness import data, env, evaluate, forgetting, measure, methods, models, record, tasks, tracking
 from harness.distributed import Dist, setup as dist_setup
 from harness.measure import Laps
 from harness.errors import ConfigError, Diverged, HarnessError
@@ -85,11 +85,13 @@ def load_data(plan: Plan) -> tuple[dict, list[dict], list[dict]]:
     train_records, provenance = [], []
     if plan.trains:
         train_records, provenance = tasks.load_train_set(plan.train_set, c.cache_dir)
-        train_records = tasks.shuffled(train_records, c.seed)
+        ds = data.to_dataset(train_records).shuffle(seed=c.seed)
+        keep = len(ds)
         if c.train.limit:
-            train_records = train_records[:c.train.limit]
+            keep = min(keep, c.train.limit)
         if c.train.max_steps:  # a capped run sees at most max_steps x batch_size examples: tokenise only those
-            train_records = train_records[:c.train.max_steps * c.train.batch_size]
+            keep = min(keep, c.train.max_steps * c.train.batch_size)
+        train_records = ds.select(range(keep)).to_list()
     return tests, train_records, provenance
 
 

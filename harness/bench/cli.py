@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from harness import env, models, tasks
+from harness import data, env, models, tasks
 from harness.bench import evaluation, report, training
 from harness.errors import ConfigError, HarnessError
 from harness.train import check_batch_sizes
@@ -147,7 +147,8 @@ def resolve(args: argparse.Namespace, argv: list[str]) -> Settings:
     if len(records) < need:
         raise ConfigError(f"--steps {steps} x train.batch_size {base.train.batch_size} needs {need} training "
                           f"examples; {base.task.train_set} has {len(records)}")
-    train_records = tasks.shuffled(records, base.seed)[:need]  # one epoch of exactly `steps` steps
+    # one epoch of exactly `steps` steps, shuffled as the runner does
+    train_records = data.to_dataset(records).shuffle(seed=base.seed).select(range(need)).to_list()
 
     n_eval = _positive("--eval-questions", args.eval_questions if args.eval_questions is not None
                        else pick(DEFAULT_EVAL_QUESTIONS), minimum=0)

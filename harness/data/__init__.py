@@ -10,8 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
-import tempfile
 import urllib.request
 import zlib
 from functools import lru_cache
@@ -20,6 +18,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from harness.errors import DataError
+from harness.record import atomic_write_bytes
 
 DATA_DIR = Path(__file__).resolve().parent
 FIELDS = ("instruction", "input", "output", "answer")
@@ -113,20 +112,6 @@ def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def remote(name: str, cache_dir: str | Path, timeout: float = 30.0) -> tuple[list[dict], dict]:
     """One of the paper's files from the LLM-Adapters repository, cached and verified by blob SHA-1."""
     relpath, blob = REMOTE_FILES[name]
@@ -153,4 +138,5 @@ def remote(name: str, cache_dir: str | Path, timeout: float = 30.0) -> tuple[lis
 
 
 def to_dataset(records: list[dict]) -> Dataset:
+    """Validated records as a `datasets.Dataset` (shuffled and selected for training)."""
     return Dataset.from_list(records)

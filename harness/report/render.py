@@ -1,14 +1,12 @@
 """Tables as Markdown, CSV and LaTeX; the concatenated report.md; the README splice; atomic writes."""
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from harness.record import atomic_write_text
+from harness.record import atomic_write_bytes, atomic_write_text
 from harness.report.tables import Table
 
 README_START = "<!-- report:start -->"
@@ -101,18 +99,6 @@ def splice_readme(text: str, content: str) -> str | None:
 
 
 # ---- files -----------------------------------------------------------------------------------
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def write_all(out_dir: Path, files: dict[str, str | bytes]) -> None:
     """Write every file of the report, each atomically (temp file, then rename)."""

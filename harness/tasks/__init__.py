@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,9 +164,3 @@ def load_train_set(tr: TrainSet, cache_dir: str) -> tuple[list[dict], list[dict]
 def select(records: list[dict], limit: int) -> list[dict]:
     """The first `limit` items (all when limit <= 0): the same items for every run."""
     return records if limit <= 0 else records[:limit]
-
-
-def shuffled(records: list[dict], seed: int) -> list[dict]:
-    out = list(records)
-    random.Random(seed).shuffle(out)
-    return out
