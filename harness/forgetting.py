@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from harness import evaluate, record, tasks
+from harness import data, evaluate, record, tasks
 from harness.errors import ConfigError
 
 log = logging.getLogger("harness.forgetting")
@@ -25,14 +25,19 @@ def suite(fcfg) -> list[tasks.TestSet]:
             raise ConfigError(f"forgetting.test_sets: unknown set '{name}'; known: {sorted(known)}")
         if not known[name].multiple_choice:
             raise ConfigError(f"forgetting.test_sets: '{name}' is not multiple choice (loglik scoring)")
+        size = data.manifest()["files"][f"test/{name}"]["records"]
+        if fcfg.limit > size:
+            raise ConfigError(f"forgetting.limit={fcfg.limit} is larger than {name} ({size} items); "
+                              f"use at most {size}, or 0 for every item")
         out.append(known[name])
     return out
 
 
-def score(model, tok, fcfg, style: str, device, cache_dir: str, hellaswag: str = "approx") -> dict:
+def score(model, tok, fcfg, style: str, device, cache_dir: str) -> dict:
     out = {}
     for ts in suite(fcfg):
-        records, _ = tasks.load_test_set(ts, cache_dir, hellaswag)
+        # the shipped files: the suite must not change with network access (HellaSwag is approximate)
+        records, _ = tasks.load_test_set(ts, cache_dir, "approx")
         metrics, _ = evaluate.evaluate_set(model, tok, ts, tasks.select(records, fcfg.limit), "loglik", 1,
                                            fcfg.batch_size, 1, style, device)
         out[ts.name] = metrics["accuracy"]

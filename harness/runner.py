@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 
 from harness import data, env, evaluate, forgetting, measure, methods, models, record, tasks, tracking
 from harness.distributed import Dist, setup as dist_setup
-from harness.measure import Laps
 from harness.errors import ConfigError, Diverged, HarnessError
+from harness.measure import Laps
 from harness.train import check_batch_sizes, tokenize_examples, train
 
 log = logging.getLogger("harness")

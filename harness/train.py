@@ -77,7 +77,11 @@ def collate(examples: list[dict], pad_id: int, device: torch.device) -> dict:
         ids[row, :n] = torch.tensor(e["input_ids"])
         labels[row, :n] = torch.tensor(e["labels"])
         mask[row, :n] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+    # counted on the CPU, before the copy: no device synchronisation per micro-batch
+    counts = {"items": int((labels[:, 1:] != IGNORE).sum()), "real": int(mask.sum()), "padded": ids.numel(),
+              "rows": len(examples)}
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device),
+            "counts": counts}
 
 
 def schedule(total_steps: int, warmup_steps: int):
@@ -176,23 +180,21 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
             for s in range(0, len(mbs), accum):  # a short last step is normalised by its own tokens
                 if dist.world > 1 and len(mbs[s:s + accum]) < accum:
                     break  # every rank needs its share of micro-batches: drop a short last step
-                yield epoch, mbs[s:s + accum]
+                yield mbs[s:s + accum]
             epoch += 1
 
     model.train()
     losses, step_times, real_tokens, padded_tokens, samples = [], [], 0, 0, 0
     memory = measure.PhaseMemory(device).start()
     t_start = measure.clock(device)
-    epoch = 0
-    for step, (epoch, group) in zip(range(total_steps), steps()):
+    for step, group in zip(range(total_steps), steps()):
         t0 = measure.clock(device)
         mine = group[dist.rank::dist.world]  # this rank's share of the step's micro-batches
         batches = [collate([examples[i] for i in mb], pad_id, device) for mb in mine]
-        local_items = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
-        step_items = max(1.0, dist.sum(local_items))  # label tokens of the whole step, all ranks
-        step_loss = 0.0
+        step_items = max(1.0, dist.sum(sum(b["counts"]["items"] for b in batches)))  # all ranks' label tokens
+        step_loss = torch.zeros((), device=device)
         for k, b in enumerate(batches):
-            items = int((b["labels"][:, 1:] != IGNORE).sum())
+            items = b["counts"]["items"]
             with dist.no_sync(model, last=k == len(batches) - 1):
                 with autocast:
                     # use_cache=False: a KV cache is useless in training and costs memory
@@ -202,12 +204,12 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
                 loss = _inject_fault(out.loss * (items / step_items), step + 1, method)
                 del out  # drop the logits before the backward pass and the next forward
                 dist.backward(loss * dist.world)  # DDP averages gradients over ranks; we want the sum
-            step_loss += float(loss.detach())
+            step_loss += loss.detach()
             del loss
-            real_tokens += int(b["attention_mask"].sum())
-            padded_tokens += b["input_ids"].numel()
-            samples += b["input_ids"].shape[0]
-        step_loss = dist.sum(step_loss)
+            real_tokens += b["counts"]["real"]
+            padded_tokens += b["counts"]["padded"]
+            samples += b["counts"]["rows"]
+        step_loss = dist.sum(float(step_loss))  # one synchronisation per step
         if not math.isfinite(step_loss):  # checked on the all-ranks loss, so every rank stops together
             raise Diverged(step + 1, step_loss)
         grad_norm = dist.clip(params, tcfg.max_grad_norm) if tcfg.max_grad_norm > 0 else None
