@@ -6,10 +6,11 @@ import sys
 
 import hydra
 
-from harness.config import register_configs
+from harness.config import CONF_DIR, register_configs, rewrite_model_argument
 from harness.errors import HarnessError
 
 register_configs()
+sys.argv[1:] = rewrite_model_argument(sys.argv[1:], {p.stem for p in (CONF_DIR / "model").glob("*.yaml")})
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -168,7 +168,28 @@ class RunConfig:
 NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "save", "force", "wandb", "sweep", "vram_check", "cluster")
 
 
+def model_slug(name_or_path: str) -> str:
+    """A short model name from a hub id or a directory: its last path component."""
+    return str(name_or_path).rstrip("/").rsplit("/", 1)[-1] or str(name_or_path)
+
+
+def rewrite_model_argument(argv: list[str], known: set[str]) -> list[str]:
+    """`model=Qwen/Qwen2.5-0.5B` or `model=/path/to/dir` -> `model=hub model.name_or_path=...`: any hub id
+    or local directory works as the model choice. Names of conf/model/*.yaml and sweeps stay as they are."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if key == "model" and sep and value not in known and "/" in value and "," not in value:
+            out += ["model=hub", f"model.name_or_path={value}"]
+        else:
+            out.append(arg)
+    return out
+
+
 def register_configs() -> None:
+    from omegaconf import OmegaConf
+    if not OmegaConf.has_resolver("model_slug"):
+        OmegaConf.register_new_resolver("model_slug", model_slug)
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)

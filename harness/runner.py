@@ -38,7 +38,7 @@ class Plan:
     def __init__(self, cfg):
         self.cfg = cfg
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
-        self.run_id = record.run_id(self.resolved)
+        self.run_id = record.run_id(self.resolved, models.resolve_device(cfg.device).type)
         self.paths = record.RunPaths(Path(cfg.results_dir), self.run_id)
         self.family = tasks.get_family(cfg.task.name)
         self.method_fn = methods.get_method(cfg.method.name)
@@ -70,6 +70,7 @@ class Plan:
             raise ConfigError(f"train.prompt_style must be paper or clean, not '{c.train.prompt_style}'")
         if c.forgetting.enabled:
             forgetting.suite(c.forgetting)
+        models.check(c.model)
 
 
 def load_data(plan: Plan) -> tuple[dict, list[dict], list[dict]]:

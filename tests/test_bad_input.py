@@ -44,6 +44,9 @@ CASES = {
     "typo in a key": (lambda p: ["train.max_step=3"], ["max_step"], (1, 2)),
     "model path missing": (lambda p: ["model=qwen2.5-0.5b", f"model.name_or_path={p / 'no-such-model'}"],
                            ["does not exist", "model.name_or_path"], (2,)),
+    "model dir as the model choice": (lambda p: [f"model={p / 'no-such-dir'}"], ["does not exist"], (2,)),
+    "gguf file missing": (lambda p: ["model=smollm2-135m", f"model.gguf_path={p / 'none.gguf'}"],
+                          ["model.gguf_path", "does not exist"], (2,)),
     "train file missing": (lambda p: [f"task.train_set={p / 'missing.json'}"], ["not found", "missing.json"], (2,)),
     "train file empty": (lambda p: [f"task.train_set={write_train_file(p, 'empty.json', b'[]')}"],
                          ["empty.json", "no records"], (2,)),
@@ -62,7 +65,6 @@ CASES = {
     "results dir unwritable": (lambda p: [f"results_dir={write_train_file(p, 'a_file', b'x') / 'results'}"],
                                ["results directory", "results_dir"], (2,)),
 }
-# (cli() appends the default results_dir; a case's own results_dir must come last)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -1,0 +1,48 @@
+"""Configuration: typed keys, run ids, the model= shortcut for hub ids and directories."""
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from harness import record
+from harness.config import compose, model_slug, rewrite_model_argument
+from harness.errors import ConfigError
+
+KNOWN = {"smollm2-135m", "tiny-random", "hub"}
+
+
+def resolved(*overrides):
+    return OmegaConf.to_container(compose(list(overrides)), resolve=True)
+
+
+def test_a_typo_fails_at_start_up():
+    with pytest.raises(ConfigError, match="max_step"):
+        compose(["train.max_step=3"])
+
+
+def test_model_argument_with_a_slash_means_a_hub_id_or_directory():
+    assert rewrite_model_argument(["model=Qwen/Qwen2.5-0.5B", "method=lora"], KNOWN) == \
+        ["model=hub", "model.name_or_path=Qwen/Qwen2.5-0.5B", "method=lora"]
+    assert rewrite_model_argument(["model=/models/my-llama"], KNOWN) == ["model=hub", "model.name_or_path=/models/my-llama"]
+    assert rewrite_model_argument(["model=tiny-random"], KNOWN) == ["model=tiny-random"]
+    assert rewrite_model_argument(["model=gpt5"], KNOWN) == ["model=gpt5"]  # Hydra lists the options
+    assert rewrite_model_argument(["model=a/b,c/d"], KNOWN) == ["model=a/b,c/d"]  # sweeps stay as they are
+    cfg = resolved("model=hub", "model.name_or_path=Qwen/Qwen2.5-0.5B")
+    assert cfg["model"]["name"] == "Qwen2.5-0.5B" and cfg["model"]["source"] == "hub"
+    assert model_slug("/models/my-llama/") == "my-llama"
+
+
+def test_run_id_ignores_operational_keys_and_depends_on_what_is_computed():
+    base = resolved("method=lora")
+    same = resolved("method=lora", "force=true", "results_dir=/elsewhere", "wandb.enabled=false", "save=false")
+    assert record.run_id(base) == record.run_id(same)
+    assert record.run_id(base) != record.run_id(resolved("method=lora", "train.max_steps=7"))
+    assert record.run_id(base) != record.run_id(resolved("method=lora", "seed=1"))
+    assert record.run_id(base, "cpu") != record.run_id(base, "cuda")
+    assert record.run_id(base).startswith("smollm2-135m__lora__arithmetic__s42__")
+
+
+def test_paper_preset_trains_on_the_papers_sets():
+    assert compose(["sweep=paper"]).task.train_set == "math_10k"
+    assert compose(["sweep=paper", "task=commonsense"]).task.train_set == "commonsense_170k"
+    assert compose([]).task.train_set == "math_offline"
