@@ -15,6 +15,29 @@ from harness import measure, prompts, tasks
 ANSWER_PREFIX = "the correct answer is "  # the LLM-Adapters commonsense training output
 
 
+def _is_prompt_learning(model) -> bool:
+    cfg = getattr(model, "active_peft_config", None)
+    return bool(getattr(cfg, "is_prompt_learning", False))
+
+
+def _generate(model, enc, gen_cfg, tok):
+    """Generated token ids only. Prompt tuning goes through the base model with the soft prompt as
+    input embeddings: peft's own generate drops position ids, so left padding would shift the
+    positions of the real tokens and predictions would depend on the batch size."""
+    if not _is_prompt_learning(model):
+        seqs = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                              generation_config=gen_cfg, tokenizer=tok)
+        return seqs[:, enc["input_ids"].shape[1]:]
+    base = model.get_base_model()
+    embeds = base.get_input_embeddings()(enc["input_ids"])
+    soft = model.get_prompt(batch_size=embeds.shape[0]).to(embeds.dtype)
+    mask = torch.cat([torch.ones(soft.shape[:2], dtype=enc["attention_mask"].dtype, device=soft.device),
+                      enc["attention_mask"]], dim=1)
+    # from embeddings alone, generate returns only the new tokens
+    return base.generate(inputs_embeds=torch.cat([soft, embeds], dim=1), attention_mask=mask,
+                         generation_config=gen_cfg, tokenizer=tok)
+
+
 def _sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # longest first: OOM shows early
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -36,9 +59,7 @@ def generate_answers(model, tok, texts: list[str], max_new_tokens: int, batch_si
     n_generated = [0] * len(texts)
     for idx in _sorted_batches(lengths, batch_size):
         enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True).to(device)
-        seqs = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                              generation_config=gen_cfg, tokenizer=tok)
-        new = seqs[:, enc["input_ids"].shape[1]:]
+        new = _generate(model, enc, gen_cfg, tok)
         for row, i in enumerate(idx):
             tokens = new[row].tolist()
             if tok.eos_token_id in tokens:

@@ -3,8 +3,21 @@ equals scoring each option on its own."""
 from __future__ import annotations
 
 import torch
+from transformers import GenerationConfig
 
 from harness import data, evaluate, prompts, tasks
+
+
+@torch.no_grad()
+def _greedy_without_cache(model, enc, n: int) -> list[int]:
+    """Reference decoding: the whole sequence re-run for every token (soft prompt included)."""
+    ids = enc["input_ids"]
+    out = []
+    for _ in range(n):
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1]
+        out.append(int(logits.argmax()))
+        ids = torch.cat([ids, torch.tensor([[out[-1]]])], dim=1)
+    return out
 
 
 def _prompts(name: str, n: int) -> list[str]:
@@ -38,3 +51,30 @@ def test_grouped_option_scoring_equals_per_option(tiny):
             logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
             ref = sum(float(logp[len(c) + t - 1, k[t]]) for t in range(len(k)))
             assert abs(grouped[i][j] - ref) < 1e-3, (i, j, grouped[i][j], ref)
+
+
+def test_prompt_tuning_and_lora_generations_do_not_depend_on_batch_size(work_dirs):
+    """Soft prompts are prepended before the left padding; positions must still line up."""
+    from harness import methods, models
+    from harness.config import compose
+    for method in ("prompt_tuning", "lora"):
+        cfg = compose(["model=tiny-random", f"method={method}", f"cache_dir={work_dirs['cache']}",
+                       "method.lora.dropout=0.0"])
+        torch.manual_seed(0)
+        model, tok, info = models.load(cfg.model, cfg.method, torch.device("cpu"), torch.float32, cfg.cache_dir)
+        prepared = methods.apply(model, cfg.method, methods.MethodContext(tok, info["resolved_path"],
+                                                                          torch.device("cpu")))
+        model = prepared.model.eval()
+        if method == "lora":  # make the adapters do something (B starts at zero)
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    torch.nn.init.normal_(p, std=0.5)
+        texts = _prompts("gsm8k", 4) + _prompts("boolq", 4)
+        one, _ = evaluate.generate_answers(model, tok, texts, 16, 1, 1, torch.device("cpu"))
+        many, _ = evaluate.generate_answers(model, tok, texts, 16, 8, 1, torch.device("cpu"))
+        assert one == many, method
+        # and it is the greedy continuation recomputed from scratch at every step (no cache, no padding)
+        enc = tok(texts[:1], return_tensors="pt")
+        gen_cfg = GenerationConfig(max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id,
+                                   eos_token_id=tok.eos_token_id)
+        assert evaluate._generate(model, enc, gen_cfg, tok)[0].tolist() == _greedy_without_cache(model, enc, 16)
