@@ -183,6 +183,7 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
 
     if dist.main:
         model.eval()
+        out["eval_merged_adapters"] = merge_for_eval(model)
         mem = measure.PhaseMemory(device).start()
         out["eval"], out["_predictions"] = evaluate_all(model, tok, tests, plan, device)
         out["memory"]["eval"] = mem.read()
@@ -197,6 +198,19 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return out
+
+
+def merge_for_eval(model) -> bool:
+    """Fold LoRA/DoRA weights into the (unquantised) base for evaluation: the same function, without
+    the adapter's extra matmuls per layer (DoRA recomputes a weight norm at every forward). The
+    checkpoint was saved before; quantised bases are left alone (merging into 4/8 bits is lossy)."""
+    from peft import PeftModel
+    if not isinstance(model, PeftModel) or getattr(model.get_base_model(), "is_quantized", False):
+        return False
+    if model.active_peft_config.peft_type.value not in ("LORA",):
+        return False
+    model.merge_adapter()
+    return True
 
 
 def evaluate_all(model, tok, tests: dict, plan: Plan, device) -> tuple[dict, dict]:

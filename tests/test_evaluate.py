@@ -78,3 +78,23 @@ def test_prompt_tuning_and_lora_generations_do_not_depend_on_batch_size(work_dir
         gen_cfg = GenerationConfig(max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id,
                                    eos_token_id=tok.eos_token_id)
         assert evaluate._generate(model, enc, gen_cfg, tok)[0].tolist() == _greedy_without_cache(model, enc, 16)
+
+
+def test_merging_lora_and_dora_for_evaluation_keeps_the_function(work_dirs):
+    from harness import methods, models, runner
+    from harness.config import compose
+    ids = torch.tensor([[5, 9, 33, 70, 120, 7]])
+    for method in ("lora", "dora"):
+        cfg = compose(["model=tiny-random", f"method={method}", f"cache_dir={work_dirs['cache']}"])
+        torch.manual_seed(0)
+        model, tok, info = models.load(cfg.model, cfg.method, torch.device("cpu"), torch.float32, cfg.cache_dir)
+        model = methods.apply(model, cfg.method, methods.MethodContext(tok, info["resolved_path"],
+                                                                       torch.device("cpu"))).model.eval()
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.3)
+        with torch.no_grad():
+            before = model(input_ids=ids).logits
+            assert runner.merge_for_eval(model)
+            after = model(input_ids=ids).logits
+        assert torch.allclose(before, after, atol=1e-4), method
