@@ -8,24 +8,17 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import random
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 
 from harness import measure, methods, models
 from harness.bench import TARGET_MEMORY_RATIO, TARGET_TRAIN_SPEEDUP
 from harness.bench.plain import train_plain
+from harness.runner import seed_everything
 from harness.train import tokenize_examples, train
 
 SIDES = ("plain", "harness")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def release(device: torch.device) -> None:
