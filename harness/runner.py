@@ -5,7 +5,6 @@ always a record: status ok, or diverged / oom / failed with the error, written a
 """
 from __future__ import annotations
 
-import gc
 import logging
 import random
 import time
@@ -193,10 +192,6 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
             out["forgetting"] = forgetting.summarise(before, after)
             laps("forgetting_after")
     dist.barrier()
-    del model, prepared
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return out
 
 
@@ -308,9 +303,7 @@ def run(cfg) -> dict:
         rec.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000],
                    traceback=traceback.format_exc()[-4000:])
     finally:
-        gc.collect()  # a failed run's model must not stay in memory for the next run of a sweep
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        measure.release(device)  # a run's model must not stay in memory for the next run of a sweep
     rec["run_info"]["wall_seconds"] = round(time.perf_counter() - t0, 3)
     rec["run_info"]["finished"] = datetime.now(timezone.utc).isoformat()
     if dist.main:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from harness import data, env, models, tasks
+from harness import data, env, measure, models, tasks
 from harness.bench import evaluation, report, training
 from harness.errors import ConfigError, HarnessError
 from harness.train import check_batch_sizes
@@ -201,7 +201,7 @@ def run_evaluations(s: Settings) -> tuple[dict | None, dict | None]:
             say(f"suite: {suite['questions']} questions in {suite['seconds']:.1f} s")
     finally:
         del model
-        training.release(s.device)
+        measure.release(s.device)
     return comparison, suite
 
 

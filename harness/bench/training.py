@@ -6,9 +6,6 @@ the peak-memory counter reset just before them. The model is freed between sides
 """
 from __future__ import annotations
 
-import ctypes
-import gc
-
 import torch
 from omegaconf import OmegaConf
 
@@ -19,19 +16,6 @@ from harness.runner import seed_everything
 from harness.train import tokenize_examples, train
 
 SIDES = ("plain", "harness")
-
-
-def release(device: torch.device) -> None:
-    """Give freed memory back, so the next side's peak does not include this side's leftovers.
-    On CPU the figure is the process RSS, and glibc keeps freed blocks unless asked to trim."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    else:
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc
-            pass
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype):
@@ -64,7 +48,7 @@ def run_side(side: str, cfg, records: list[dict], steps: int, device: torch.devi
     loop = LOOPS[side]
     seed_everything(cfg.seed)
     loop(model, tok, examples, cfg, 1, device, dtype)  # warm-up step, not timed
-    release(device)  # the warm-up's optimizer state is gone; do not count it in the timed peak
+    measure.release(device)  # the warm-up's optimizer state is gone; do not count it in the timed peak
     seed_everything(cfg.seed)
     memory = measure.PhaseMemory(device).start()
     t0 = measure.clock(device)
@@ -72,7 +56,7 @@ def run_side(side: str, cfg, records: list[dict], steps: int, device: torch.devi
     seconds = measure.clock(device) - t0
     mem = memory.read()
     del model
-    release(device)
+    measure.release(device)
     return {**out, "seconds": round(seconds, 4), "tokens_per_second": round(out["real_tokens"] / seconds, 2),
             "padded_fraction": round(1 - out["real_tokens"] / max(1, out["padded_tokens"]), 4),
             "peak_gib": mem.get(measure.peak_key(device)), "memory": mem,
@@ -91,7 +75,7 @@ def compare_method(cfg, records: list[dict], steps: int, device: torch.device) -
     except Exception as exc:  # noqa: BLE001 - one method failing (OOM, say) must not end the bench
         error = f"{type(exc).__name__}: {exc}"[:1000]
     if error:  # released here, not in the except block, whose traceback still holds the failed model
-        release(device)
+        measure.release(device)
         row.update(status="failed", error=error, flags=["failed"])
         return row
     plain, harness = row["plain"], row["harness"]
