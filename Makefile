@@ -47,4 +47,4 @@ vram:
 	$(PY) -m harness.vram --table
 
 clean:
-	rm -rf results/checkpoints results/cache results/.sweeps results/tmp
+	rm -rf results/checkpoints results/train_state results/cache results/.sweeps results/tmp

@@ -140,6 +140,13 @@ class WandbConfig:
 
 
 @dataclass
+class ResumeConfig:
+    """Training-state snapshots, so a run killed mid-training resumes where it was on rerun."""
+    every_steps: int = 0  # > 0: a snapshot every N optimizer steps
+    every_minutes: float = 30.0  # and/or at most this long apart (0 = off); short runs never pay for one
+
+
+@dataclass
 class ClusterConfig:
     gpu_memory_gib: float = 80.0  # one GPU of the cluster: sizes SLURM GPU requests (harness.launcher)
 
@@ -154,18 +161,19 @@ class RunConfig:
     forgetting: ForgettingConfig = field(default_factory=ForgettingConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    resume: ResumeConfig = field(default_factory=ResumeConfig)
     seed: int = 42
     results_dir: str = "results"
     cache_dir: str = "results/cache"
     device: str = "auto"  # auto | cpu | cuda
     save: bool = True  # save adapter / model weights per run
-    force: bool = False  # rerun even if a complete record exists
+    force: bool = False  # rerun even if a complete record exists, from step 0 (ignoring training snapshots)
     vram_check: bool = True  # ask the VRAM estimator before running on a GPU
     sweep: Any = None  # a sweep preset (conf/sweep) only sets hydra.sweeper.params
 
 
 # keys that do not change what a run computes: left out of the run id
-NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "save", "force", "wandb", "sweep", "vram_check", "cluster")
+NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "save", "force", "wandb", "sweep", "vram_check", "cluster", "resume")
 
 
 def model_slug(name_or_path: str) -> str:

@@ -52,6 +52,10 @@ class RunPaths:
     def checkpoint(self) -> Path:
         return self.results_dir / "checkpoints" / self.run_id
 
+    @property
+    def train_state(self) -> Path:
+        return self.results_dir / "train_state" / self.run_id
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary sibling, fsync, rename: readers see the old file or the new one, whole."""

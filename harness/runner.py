@@ -21,6 +21,7 @@ from harness.distributed import Dist, setup as dist_setup
 from harness.errors import ConfigError, Diverged, HarnessError
 from harness.measure import Laps
 from harness.train import check_batch_sizes, tokenize_examples, train
+from harness.train_state import Snapshots
 
 log = logging.getLogger("harness")
 
@@ -63,6 +64,8 @@ class Plan:
             if bad:
                 raise ConfigError(f"eval.scoring=loglik needs multiple-choice sets; {bad} are not "
                                   f"(use task=commonsense or eval.scoring=generate)")
+        if c.resume.every_steps < 0 or c.resume.every_minutes < 0:
+            raise ConfigError("resume.every_steps and resume.every_minutes must be >= 0 (0 = off)")
         if c.eval.num_beams < 1:
             raise ConfigError("eval.num_beams must be >= 1")
         if c.train.prompt_style not in ("paper", "clean"):
@@ -168,9 +171,15 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
     out["train_info"] = None
     if prepared.trains:
         examples = tokenize_examples(train_records, tok, c.train.cutoff_len, c.train.train_on_inputs, style)
+        # FSDP shards the parameters across ranks: no snapshots there (a killed run starts over)
+        snapshots = Snapshots(None if dist.fsdp else plan.paths.train_state, c.resume.every_steps,
+                              c.resume.every_minutes, dist.main)
+        if c.force:  # force=true reruns from step 0
+            snapshots.clear()
+            dist.barrier()
         out["train_info"] = train(model, tok, examples, c.train, c.method.lr, c.seed, device, dtype,
                                   flops_per_token(c.method.name, total), on_log=tracker.log,
-                                  method=c.method.name, dist=dist)
+                                  method=c.method.name, dist=dist, snapshots=snapshots)
         out["memory"]["train"] = out["train_info"].pop("memory")
         if c.save or dist.fsdp:
             out["checkpoint"] = str(plan.paths.checkpoint)
@@ -309,5 +318,7 @@ def run(cfg) -> dict:
     if dist.main:
         record.write_json(plan.paths.record, rec)
         log.info("%s: %s -> %s", plan.run_id, rec["status"], plan.paths.record)
+        if rec["status"] in record.TERMINAL:  # answered: a rerun skips it, the snapshot has no more use
+            Snapshots(plan.paths.train_state).clear()
     tracker.finish(rec, predictions)
     return rec

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import random
+import signal
 import statistics
 from contextlib import nullcontext
 
@@ -20,6 +21,7 @@ import torch
 from harness import measure, prompts
 from harness.distributed import Dist, merge_memory
 from harness.errors import ConfigError, Diverged
+from harness.train_state import Snapshots, fingerprint
 
 log = logging.getLogger("harness.train")
 IGNORE = -100
@@ -130,8 +132,8 @@ def use_liger(model, tcfg, device) -> bool:
 
 
 def _fault(step: int, method: str) -> str | None:
-    """Test hook: PEFT_BENCH_INJECT_FAULT=oom@3 (or nan@2, or oom@3:lora for one method only)
-    simulates a CUDA out-of-memory error or a NaN loss at that optimizer step."""
+    """Test hook: PEFT_BENCH_INJECT_FAULT=oom@3 (or nan@2, kill@4, or oom@3:lora for one method only)
+    simulates a CUDA out-of-memory error, a NaN loss or a kill -9 at that optimizer step."""
     spec = os.environ.get("PEFT_BENCH_INJECT_FAULT", "")
     kind, _, rest = spec.partition("@")
     at, _, only = rest.partition(":")
@@ -144,14 +146,18 @@ def _inject_fault(loss, step: int, method: str):
     fault = _fault(step, method)
     if fault == "oom":
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by PEFT_BENCH_INJECT_FAULT)")
+    if fault == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
     return loss * float("nan") if fault == "nan" else loss
 
 
 def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: torch.device,
           dtype: torch.dtype, flops_per_token: float | None = None, on_log=None, method: str = "",
-          dist: Dist | None = None) -> dict:
-    """Train in place; return the train_info part of the record."""
+          dist: Dist | None = None, snapshots: Snapshots | None = None) -> dict:
+    """Train in place (resuming from `snapshots` when they hold this run's state); return the
+    train_info part of the record. Throughput and memory cover the steps this process ran."""
     dist = dist or Dist()
+    snapshots = snapshots or Snapshots(None)
     accum = check_batch_sizes(tcfg, dist.world)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -172,6 +178,8 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
     forward = torch.compile(model) if tcfg.compile else model
     lengths = [len(e["input_ids"]) for e in examples]
     pad_id = tok.pad_token_id
+    expected = fingerprint(dist.unwrap(model), total_steps, n, accum * dist.world)
+    start, losses, samples_before = snapshots.load(dist.unwrap(model), opt, sched, expected)
 
     def steps():
         epoch = 0
@@ -184,10 +192,12 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
             epoch += 1
 
     model.train()
-    losses, step_times, real_tokens, padded_tokens, samples = [], [], 0, 0, 0
+    step_times, real_tokens, padded_tokens, samples, snapshot_seconds = [], 0, 0, 0, 0.0
     memory = measure.PhaseMemory(device).start()
     t_start = measure.clock(device)
     for step, group in zip(range(total_steps), steps()):
+        if step < start:  # taken before the snapshot: same batches, skipped
+            continue
         t0 = measure.clock(device)
         mine = group[dist.rank::dist.world]  # this rank's share of the step's micro-batches
         batches = [collate([examples[i] for i in mb], pad_id, device) for mb in mine]
@@ -218,6 +228,12 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
         opt.zero_grad(set_to_none=True)
         step_times.append(measure.clock(device) - t0)
         losses.append(step_loss)
+        if dist.sum(float(snapshots.due(step + 1))):  # ranks agree (time-based); its time is not training time
+            t_snap = measure.clock(device)
+            snapshots.save(step + 1, dist.unwrap(model), opt, sched, losses, samples_before + dist.sum(samples),
+                           expected)
+            dist.barrier()
+            snapshot_seconds += measure.clock(device) - t_snap
         if (step + 1) % tcfg.log_every == 0 or step + 1 == total_steps:
             log.info("step %d/%d  loss %.4f  lr %.2e  %.0f tok/s", step + 1, total_steps, step_loss,
                      sched.get_last_lr()[0], real_tokens / (measure.clock(device) - t_start))
@@ -225,11 +241,13 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
             on_log(step + 1, {"train/loss": step_loss, "train/lr": sched.get_last_lr()[0],
                               "train/grad_norm": float(grad_norm) if grad_norm is not None else None,
                               "train/step_seconds": step_times[-1], **{f"train/{k}": v for k, v in memory.read().items()}})
-    wall = measure.clock(device) - t_start
+    wall = measure.clock(device) - t_start - snapshot_seconds
     model.eval()
     real_tokens, padded_tokens, samples = (int(dist.sum(x)) for x in (real_tokens, padded_tokens, samples))
+    per_second = (lambda x: round(x / wall, 4) if step_times else None)  # noqa: E731 (none when resumed at the end)
     info = {
-        "steps": len(losses), "epochs_seen": round(samples / n, 4), "examples": n,
+        "steps": len(losses), "epochs_seen": round((samples_before + samples) / n, 4), "examples": n,
+        "resumed_from_step": start, "snapshots_saved": snapshots.saved, "snapshot_seconds": round(snapshot_seconds, 3),
         "accumulation": accum, "warmup_steps": warmup, "lr": lr,
         "loss_first": losses[0], "loss_last": losses[-1],
         "loss_mean_last10": statistics.fmean(losses[-10:]), "losses": [round(x, 5) for x in losses],
@@ -237,16 +255,17 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
         "memory": merge_memory(dist.gather(memory.read())),
         "processes": dist.world,
         "throughput": {
-            "wall_seconds": round(wall, 4),
-            "median_step_seconds": round(statistics.median(step_times), 5),
-            "tokens_per_second": round(real_tokens / wall, 2),
-            "padded_tokens_per_second": round(padded_tokens / wall, 2),
-            "samples_per_second": round(samples / wall, 4),
+            "wall_seconds": round(wall, 4), "steps_timed": len(step_times),
+            "median_step_seconds": round(statistics.median(step_times), 5) if step_times else None,
+            "tokens_per_second": per_second(real_tokens),
+            "padded_tokens_per_second": per_second(padded_tokens),
+            "samples_per_second": per_second(samples),
             "real_tokens": real_tokens, "padded_tokens": padded_tokens, "samples": samples,
         },
     }
     if flops_per_token:
         info["throughput"]["flops_per_token"] = flops_per_token
         peak = measure.device_peak_tflops(device)
-        info["throughput"]["mfu"] = round(real_tokens / wall * flops_per_token / (peak * 1e12), 5) if peak else None
+        tps = info["throughput"]["tokens_per_second"]
+        info["throughput"]["mfu"] = round(tps * flops_per_token / (peak * 1e12), 5) if peak and tps else None
     return info
