@@ -12,13 +12,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.report import aggregate, build, render
+from harness.report import aggregate, build, plots, render
 from harness.report.load import load_published, load_records
 from harness.report.plots import pareto_front
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "records"
 LORA_ARITH = "tiny-random__lora__arithmetic__s42__eccb4e9155.json"
+NONE_ARITH = "tiny-random__none__arithmetic__s42__7859f3c068.json"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 OUTPUTS = [f"{stem}.{ext}" for stem in ("accuracy_arithmetic", "accuracy_commonsense", "efficiency")
            for ext in ("md", "csv", "tex")] + ["failures.md", "report.md", "acc_vs_vram.png", "acc_vs_params.png"]
@@ -225,6 +226,55 @@ def test_plots_are_png_files(results, capsys):
 def test_pareto_front_keeps_points_no_other_beats():
     pts = [(1.0, 10.0), (2.0, 30.0), (2.5, 20.0), (3.0, 40.0), (0.5, 5.0), (3.0, 35.0)]
     assert pareto_front(pts) == [4, 0, 1, 3]
+
+
+def as_loglik(rec: dict, accuracy: float, memory_gib: float) -> dict:
+    """The record as if scored by log-likelihood (no decoding), with `accuracy` on every set."""
+    rec["run_id"] += "_loglik"
+    rec["run_info"]["config"]["eval"]["scoring"] = "loglik"
+    for v in rec["eval"].values():
+        v.update(scoring="loglik", accuracy=accuracy)
+        v.pop("decoding", None)
+    rec["memory"]["eval"]["peak_rss_gib"] = memory_gib
+    return rec
+
+
+def test_protocols_in_one_family_do_not_share_a_pareto_front():
+    recs = [fixture(p.name) for p in sorted(FIXTURES.glob("*__arithmetic__*.json"))]
+    recs.append(as_loglik(fixture(NONE_ARITH), 90.0, 0.40))  # above and left of every generate-scored point
+    groups = aggregate.aggregate(aggregate.flatten_all(recs)[0])
+    split = plots.series(groups)
+    assert list(split) == ["arithmetic · generate", "arithmetic · loglik"]
+    (loglik,) = split["arithmetic · loglik"]
+    generate = split["arithmetic · generate"]
+    assert loglik["scoring"] == "loglik" and [g["method"] for g in generate] == ["none", "lora", "bitfit"]
+    # one front over the family (the old plot) would be the loglik point alone, hiding every generate-scored run
+    points = [(plots.peak_memory(g), plots.accuracy_of(g)) for g in [loglik, *generate]]
+    assert pareto_front(points) == [0]
+    fronts = plots.fronts(groups)
+    assert set(fronts) == set(split)
+    assert fronts["arithmetic · loglik"] == [loglik]
+    assert not any(g is loglik for g in fronts["arithmetic · generate"])
+    assert [g["method"] for g in fronts["arithmetic · generate"]] == ["none", "bitfit", "lora"]
+    for draw in (plots.accuracy_vs_memory, plots.accuracy_vs_params):
+        assert draw(groups).startswith(PNG_MAGIC)
+
+
+def test_series_names_only_what_differs_within_a_family():
+    rows = [aggregate.flatten(fixture(p.name)) for p in sorted(FIXTURES.glob("*.json"))]
+    # the families differ in scoring and training set, but each is measured one way: just its name
+    assert list(plots.series(aggregate.aggregate(rows))) == ["arithmetic", "commonsense"]
+    all_items, beam = fixture(LORA_ARITH), fixture(LORA_ARITH)
+    all_items["run_id"] += "_all"
+    all_items["run_info"]["config"]["eval"]["limit"] = 0
+    beam["run_id"] += "_beam4"
+    beam["run_info"]["config"]["eval"]["num_beams"] = 4
+    for v in beam["eval"].values():
+        v["decoding"] = "beam4"
+    split = plots.series(aggregate.aggregate(rows + [aggregate.flatten(all_items), aggregate.flatten(beam)]))
+    assert list(split) == ["arithmetic · first 4 · beam4", "arithmetic · first 4 · greedy",
+                           "arithmetic · all items · greedy", "commonsense"]
+    assert [g["method"] for g in split["arithmetic · first 4 · beam4"]] == ["lora"]
 
 
 def test_readme_section_is_replaced(results, tmp_path, capsys):

@@ -1,8 +1,11 @@
 """Accuracy vs peak memory (with the Pareto front) and accuracy vs trainable parameters, as PNG bytes.
 
 Points are seed-aggregated groups; the accuracy is the paper's average when every set it needs
-was evaluated, else the all-sets average. Accuracies of different task families are not
-comparable, so each family has its own colour, marker and Pareto front.
+was evaluated, else the all-sets average. Accuracies are comparable only when measured the same
+way: same task family, scoring, items per set, decoding and training set. So points are split into
+series by that protocol (`series`), and each series has its own colour, marker, legend entry and
+Pareto front (`fronts`): a log-likelihood score on 50 items must not "dominate" a generated answer
+scored on 4.
 """
 from __future__ import annotations
 
@@ -12,8 +15,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed, and no GUI backend is ever picked up
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
-STYLES = [("tab:blue", "o"), ("tab:orange", "s"), ("tab:green", "^"), ("tab:red", "D"), ("tab:purple", "v")]
+# what makes two accuracies comparable (a subset of aggregate.KEY: model and method are what we compare)
+PROTOCOL = ("task", "scoring", "eval_limit", "decoding", "train_set")
+# 10 colours x 7 markers: lengths coprime, so the first 70 series all look different
+COLORS = [f"C{i}" for i in range(10)]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+LEADER = {"arrowstyle": "-", "lw": 0.5, "color": "grey", "shrinkA": 0, "shrinkB": 3}
 
 
 def accuracy_of(g: dict) -> float | None:
@@ -38,21 +47,80 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _label(g: dict, many_models: bool, ambiguous: bool) -> str:
-    label = g["method"]
-    if ambiguous:  # several groups of one (model, method, task): say which
-        extra = [g["scoring"]] + ([f"first {g['eval_limit']}"] if g["eval_limit"] else []) + (
-            [g["variant"]] if g["variant"] else [])
-        label += f" ({', '.join(extra)})"
-    return f"{g['model']}/{label}" if many_models else label
-
-
-def _labels(groups: list[dict]) -> list[str]:
-    many_models = len({g["model"] for g in groups}) > 1
-    count: dict[tuple, int] = {}
+def series(groups: list[dict]) -> dict[str, list[dict]]:
+    """Groups split by PROTOCOL into comparable series, keyed by a short label: the family, then
+    only the parts that differ between series of that family, so a family measured one way reads
+    just its name. Decoding counts as differing only between series of the same scoring: loglik
+    has none ('-'), which is not a second decoding."""
+    by_key: dict[tuple, list[dict]] = {}
     for g in groups:
-        count[(g["model"], g["method"], g["task"])] = count.get((g["model"], g["method"], g["task"]), 0) + 1
-    return [_label(g, many_models, count[(g["model"], g["method"], g["task"])] > 1) for g in groups]
+        by_key.setdefault(tuple(g[k] for k in PROTOCOL), []).append(g)
+    out = {}
+    for key in sorted(by_key, key=lambda k: (*map(str, k[:2]), k[2] == 0, k[2], *map(str, k[3:]))):  # 0 = all: last
+        parts = [str(key[0])]
+        for i, field in enumerate(PROTOCOL[1:], 1):
+            peers = [k for k in by_key if k[0] == key[0] and (field != "decoding" or k[1] == key[1])]
+            if len({k[i] for k in peers}) > 1:
+                parts.append(("first " + str(key[i]) if key[i] else "all items") if field == "eval_limit" else
+                             str(key[i]))
+        out[" · ".join(parts)] = by_key[key]
+    return out
+
+
+def _located(members: list[dict], x) -> list[tuple[dict, float, float]]:
+    """(group, x, accuracy) of the groups with both known."""
+    pts = [(g, x(g), accuracy_of(g)) for g in members]
+    return [p for p in pts if p[1] is not None and p[2] is not None]
+
+
+def fronts(groups: list[dict]) -> dict[str, list[dict]]:
+    """Per series, the groups on its Pareto front (peak memory vs accuracy), in order of increasing
+    memory, computed over that series' points only."""
+    out = {}
+    for label, members in series(groups).items():
+        pts = _located(members, peak_memory)
+        out[label] = [pts[i][0] for i in pareto_front([(x, y) for _, x, y in pts])]
+    return out
+
+
+def _point_label(g: dict, many_models: bool) -> str:
+    """The series names the protocol already: say the method, the model when several are shown,
+    and the variant (the config that tells apart groups of one model and method)."""
+    label = f"{g['model']}/{g['method']}" if many_models else str(g["method"])
+    return f"{label} ({g['variant']})" if g.get("variant") else label
+
+
+# where a label may go, in points from its point (the first that is free wins): right, left, then a
+# line further up or down; a label away from its point gets a thin line to it
+SPOTS = [(4, 4, "left"), (-4, 4, "right"), (4, -11, "left"), (-4, -11, "right"), (4, 14, "left"), (4, -21, "left"),
+         (4, 24, "left"), (-4, 14, "right"), (-4, -21, "right")]
+
+
+def _text(ax, text: str, xy: tuple, dx: float, dy: float, ha: str, arrow: dict | None = None):
+    return ax.annotate(text, xy, textcoords="offset points", xytext=(dx, dy), ha=ha, fontsize=7, arrowprops=arrow)
+
+
+def _annotate(ax, pts: list[tuple[str, float, float]]) -> None:
+    """Label the points without text on text or on a marker: points that coincide (same rounded x
+    and y) share one label listing their names, and each label takes the first free spot in SPOTS."""
+    at: dict[tuple, list] = {}
+    for lab, x, y in pts:
+        names = at.setdefault((f"{x:.3g}", f"{y:.3g}"), [x, y, []])[2]
+        if lab not in names:
+            names.append(lab)
+    ax.get_xlim(), ax.get_ylim()  # settle the autoscaled limits: label positions on screen depend on them
+    renderer, taken = ax.figure.canvas.get_renderer(), []
+    marks = {k: Bbox.from_bounds(*(ax.transData.transform((x, y)) - 6), 12, 12) for k, (x, y, _) in at.items()}
+    for key, (x, y, names) in sorted(at.items(), key=lambda kv: kv[1][:2]):
+        others = taken + [m for k, m in marks.items() if k != key]
+        for i, spot in enumerate(SPOTS + SPOTS[:1]):  # the last: none is free, so the first after all
+            text = _text(ax, ", ".join(names), (x, y), *spot)
+            box = text.get_window_extent(renderer)  # measured without the leader line, which ends at the point
+            text.remove()
+            if i == len(SPOTS) or not any(box.overlaps(o) for o in others):
+                break
+        _text(ax, ", ".join(names), (x, y), *spot, arrow=LEADER if 0 < i < len(SPOTS) else None)
+        taken.append(box)
 
 
 def _png(fig) -> bytes:
@@ -66,28 +134,36 @@ def _empty(ax, what: str) -> None:
     ax.text(0.5, 0.5, f"no ok runs with {what}", ha="center", va="center", transform=ax.transAxes)
 
 
+def _legend(ax) -> None:
+    # outside the axes, on the right: with one entry per series it would otherwise cover points
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+
+
 def accuracy_vs_memory(groups: list[dict]) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    labels = _labels(groups)
-    pts = [(g, lab, peak_memory(g), accuracy_of(g)) for g, lab in zip(groups, labels)]
-    pts = [p for p in pts if p[2] is not None and p[3] is not None]
-    families = sorted({g["task"] for g, *_ in pts})
-    for (color, marker), fam in zip(STYLES * 3, families):
-        mine = [p for p in pts if p[0]["task"] == fam]
-        xs, ys = [p[2] for p in mine], [p[3] for p in mine]
-        ax.scatter(xs, ys, c=color, marker=marker, label=fam, alpha=0.8, zorder=3)
-        front = pareto_front(list(zip(xs, ys)))
-        ax.plot([xs[i] for i in front], [ys[i] for i in front], c=color, ls="--", lw=1, zorder=2)
-        ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=140, facecolors="none", edgecolors=color,
-                   lw=1.5, zorder=4, label=f"{fam}: Pareto front")
-        for _, lab, x, y in mine:
-            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    kinds = sorted({g["mem_kind"] for g, *_ in pts if g["mem_kind"]})
-    ax.set_xlabel(f"peak memory, train or eval (GiB; {' / '.join(kinds) or 'n/a'})")
+    many_models = len({g["model"] for g in groups}) > 1
+    on_front = {label: {id(g) for g in front} for label, front in fronts(groups).items()}
+    labels, kinds = [], set()
+    for i, (label, members) in enumerate(series(groups).items()):
+        pts = sorted(_located(members, peak_memory), key=lambda p: p[1])
+        if not pts:
+            continue
+        color, marker = COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]
+        ax.scatter([x for _, x, _ in pts], [y for _, _, y in pts], c=color, marker=marker, label=label, alpha=0.8,
+                   zorder=3)
+        front = [(x, y) for g, x, y in pts if id(g) in on_front[label]]
+        ax.plot(*zip(*front), c=color, ls="--", lw=1, zorder=2)
+        ax.scatter(*zip(*front), s=140, facecolors="none", edgecolors=color, lw=1.5, zorder=4)
+        labels += [(_point_label(g, many_models), x, y) for g, x, y in pts]
+        kinds |= {g["mem_kind"] for g, _, _ in pts if g["mem_kind"]}
+    _annotate(ax, labels)
+    ax.set_xlabel(f"peak memory, train or eval (GiB; {' / '.join(sorted(kinds)) or 'n/a'})")
     ax.set_ylabel("accuracy, average (%)")
     ax.set_title("Accuracy vs peak memory (higher and further left is better)")
-    if pts:
-        ax.legend(fontsize=7)
+    if labels:
+        # one legend entry for every series' front (ringed points, dashed line), not one per series
+        ax.scatter([], [], s=140, facecolors="none", edgecolors="grey", lw=1.5, label="Pareto front of its series")
+        _legend(ax)
         ax.grid(alpha=0.3)
     else:
         _empty(ax, "accuracy and memory")
@@ -96,27 +172,26 @@ def accuracy_vs_memory(groups: list[dict]) -> bytes:
 
 def accuracy_vs_params(groups: list[dict]) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    labels = _labels(groups)
-    pts = [(g, lab, g["trainable"][0], accuracy_of(g)) for g, lab in zip(groups, labels)]
-    families = sorted({g["task"] for g, _, _, acc in pts if acc is not None})
-    plotted = False
-    for (color, marker), fam in zip(STYLES * 3, families):
-        mine = [p for p in pts if p[0]["task"] == fam and p[3] is not None]
-        trained = [p for p in mine if p[2]]  # a log axis has no 0: the base model is a line instead
+    many_models = len({g["model"] for g in groups}) > 1
+    labels, plotted = [], False
+    for i, (label, members) in enumerate(series(groups).items()):  # same order, so same styles, as above
+        color, marker = COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]
+        pts = _located(members, lambda g: g["trainable"][0] or 0)
+        trained = [p for p in pts if p[1]]  # a log axis has no 0: the base model is a line instead
         if trained:
-            ax.scatter([p[2] for p in trained], [p[3] for p in trained], c=color, marker=marker, label=fam, zorder=3)
-            for _, lab, x, y in trained:
-                ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-            plotted = True
-        for _, lab, _, y in (p for p in mine if not p[2]):
-            ax.axhline(y, color=color, ls=":", lw=1, label=f"{fam}: {lab} (0 trainable)")
-            plotted = True
-    ax.set_xscale("log")
+            ax.scatter([x for _, x, _ in trained], [y for _, _, y in trained], c=color, marker=marker, label=label,
+                       zorder=3)
+            labels += [(_point_label(g, many_models), x, y) for g, x, y in trained]
+        for g, _, y in (p for p in pts if not p[1]):
+            ax.axhline(y, color=color, ls=":", lw=1, label=f"{label}: {_point_label(g, many_models)} (0 trainable)")
+        plotted = plotted or bool(pts)
+    ax.set_xscale("log")  # before the labels are placed: their screen positions depend on it
+    _annotate(ax, labels)
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("accuracy, average (%)")
     ax.set_title("Accuracy vs trainable parameters")
     if plotted:
-        ax.legend(fontsize=7)
+        _legend(ax)
         ax.grid(alpha=0.3, which="both")
     else:
         _empty(ax, "accuracy")
