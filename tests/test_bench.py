@@ -12,8 +12,8 @@ from harness.bench import cli, report
 
 METHOD_ROW_KEYS = {"method", "status", "error", "method_config", "plain", "harness", "speedup", "memory_ratio",
                    "same_tokens", "flags"}
-SIDE_KEYS = {"steps", "losses", "real_tokens", "padded_tokens", "seconds", "tokens_per_second", "peak_gib",
-             "memory", "loss_last", "padded_fraction"}
+SIDE_KEYS = {"steps", "losses", "real_tokens", "padded_tokens", "seconds", "call_seconds", "tokens_per_second",
+             "peak_gib", "memory", "loss_last", "padded_fraction"}
 MD_COLUMNS = ("method", "plain tok/s", "harness tok/s", "speedup", "plain peak GiB", "harness peak GiB",
               "memory ratio", "final loss", "reference q/s", "harness q/s")
 
@@ -55,6 +55,9 @@ def test_bench_compares_training_and_evaluation(bench, tmp_path):
             s = row[side]
             assert SIDE_KEYS <= set(s) and s["steps"] == 2
             assert s["tokens_per_second"] > 0 and s["peak_gib"] > 0 and math.isfinite(s["loss_last"])
+            # tokens/s is over the timed steps as the loop clocks them: inside the whole call, setup excluded
+            assert 0 < s["seconds"] <= s["call_seconds"]
+            assert s["tokens_per_second"] == pytest.approx(s["real_tokens"] / s["seconds"], rel=1e-2)
         assert row["same_tokens"]  # same examples: the same useful tokens on both sides
         assert row["speedup"] == pytest.approx(row["harness"]["tokens_per_second"] / row["plain"]["tokens_per_second"],
                                                rel=1e-2)

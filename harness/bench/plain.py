@@ -15,6 +15,7 @@ from contextlib import nullcontext
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from harness import measure
 from harness.train import IGNORE, schedule
 
 
@@ -46,6 +47,7 @@ def train_plain(model, tok, examples: list[dict], cfg, steps: int, device: torch
                 else nullcontext())
     model.train()
     losses, real_tokens, padded_tokens = [], 0, 0
+    t0 = measure.clock(device)  # the steps only, as the harness loop times itself
     for step in range(steps):
         step_loss = 0.0
         for k in range(accum):
@@ -65,6 +67,7 @@ def train_plain(model, tok, examples: list[dict], cfg, steps: int, device: torch
         sched.step()
         opt.zero_grad()
         losses.append(step_loss)
+    loop_seconds = measure.clock(device) - t0
     model.eval()
     return {"steps": steps, "losses": [round(x, 5) for x in losses], "real_tokens": real_tokens,
-            "padded_tokens": padded_tokens}
+            "padded_tokens": padded_tokens, "loop_seconds": loop_seconds}

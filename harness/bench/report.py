@@ -75,7 +75,7 @@ def markdown(doc: dict) -> str:
     lines = [f"# peft-bench: {c['model']} on {doc['environment'].get('device_name')} ({c['device']})", "",
              f"Training: {c['steps']} timed optimizer steps per side after 1 warm-up step; batch {t['batch_size']}, "
              f"micro-batch {t['micro_batch_size']}, cutoff_len {t['cutoff_len']}; tokens/s counts real "
-             f"(non-pad) tokens. Targets: ≥ {TARGET_TRAIN_SPEEDUP:g}× tokens/s with memory ratio ≤ "
+             f"(non-pad) tokens over the timed steps (per-run setup excluded on both sides). Targets: ≥ {TARGET_TRAIN_SPEEDUP:g}× tokens/s with memory ratio ≤ "
              f"{TARGET_MEMORY_RATIO:g} (peak {'allocated' if c['device'] == 'cuda' else 'RSS'})."]
     kernels = sorted({r["harness"]["fused_loss"] for r in doc["training"] if r["status"] == "ok"})
     if kernels:
