@@ -8,14 +8,13 @@ Every module in this package is imported on first lookup, so a new method is one
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
 from harness.errors import ConfigError
+from harness.registry import import_package_modules
 
 
 @dataclass
@@ -44,15 +43,8 @@ def register(name: str):
     return deco
 
 
-_loaded = False
-
-
 def _load_all() -> None:
-    global _loaded
-    if not _loaded:  # a flag, not `if not METHODS`: one module imported directly must not hide the rest
-        for mod in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{mod.name}")
-        _loaded = True
+    import_package_modules(__name__)
 
 
 def get_method(name: str) -> Callable:

@@ -5,8 +5,6 @@ plus one YAML in conf/task/. Scoring rules live in harness.extract.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from harness import data
 from harness.errors import ConfigError, DataError
 from harness.extract import (answer_options, extract_label, extract_letter, extract_number,
                              number_correct)
+from harness.registry import import_package_modules
 
 
 @dataclass(frozen=True)
@@ -70,15 +69,8 @@ def register(family: TaskFamily) -> TaskFamily:
     return family
 
 
-_loaded = False
-
-
 def _load_all() -> None:
-    global _loaded
-    if not _loaded:  # a flag: one family module imported directly must not hide the others
-        for mod in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{mod.name}")
-        _loaded = True
+    import_package_modules(__name__)
 
 
 def get_family(name: str) -> TaskFamily:
