@@ -16,6 +16,7 @@ baseline run missing from current), 2 bad input (no such directory, no records, 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from pathlib import Path
@@ -226,7 +227,9 @@ def markdown(rows: list[dict]) -> str:
     df = pd.DataFrame(rows).rename(columns={"train_set": "train set", "eval_limit": "items/set"})
     df["items/set"] = df["items/set"].map(lambda n: f"first {n}" if n else "all")
     for col in ("baseline", "current"):  # two decimals to read; the comparison used full precision
-        df[col] = df[col].map(lambda v: f"{v:.2f}" if isinstance(v, float) else v)
+        # pandas holds a missing value (a NEW or MISSING row) as NaN in a numeric column: show it as missing
+        df[col] = df[col].map(lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v))
+                              else f"{v:.2f}" if isinstance(v, float) else v)
     df = df.fillna("–").astype(str).apply(lambda col: col.str.replace("|", "\\|", regex=False))
     return df.to_markdown(index=False, disable_numparse=True)
 

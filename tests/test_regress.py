@@ -127,6 +127,7 @@ def test_missing_run_is_reported_and_fails_with_require_all(dirs, capsys):
     (current / "runs" / LORA_COMMON).unlink()
     code, out, _ = gate(baseline, current, capsys)
     assert code == 0 and result_of(out, "lora", "commonsense", "run") == "MISSING"
+    assert "nan" not in out.lower()  # a missing value reads as missing, not as a number
     assert gate(baseline, current, capsys, "--require-all")[0] == 1
 
 
