@@ -13,7 +13,6 @@ import random
 from contextlib import nullcontext
 
 import torch
-from transformers import get_linear_schedule_with_warmup
 
 from harness import measure
 from harness.train import IGNORE, schedule
@@ -41,8 +40,9 @@ def train_plain(model, tok, examples: list[dict], cfg, steps: int, device: torch
     batches = [order[i:i + micro] for i in range(0, len(order), micro)]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.method.lr, weight_decay=tcfg.weight_decay, fused=False)
-    _, warmup = schedule(steps, tcfg.warmup_steps)  # the harness's warmup length: same lr trajectory
-    sched = get_linear_schedule_with_warmup(opt, warmup, steps)
+    # the harness's learning-rate trajectory, so the loss columns compare like with like (HF's
+    # get_linear_schedule_with_warmup starts at lr 0: a 2-step bench would not train at all)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(steps, tcfg.warmup_steps)[0])
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and dtype == torch.bfloat16
                 else nullcontext())
     model.train()
