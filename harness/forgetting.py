@@ -11,26 +11,13 @@ import json
 import logging
 from pathlib import Path
 
-from harness import data, evaluate, record, tasks
-from harness.errors import ConfigError
+from harness import atomic, evaluate, tasks, validate
 
 log = logging.getLogger("harness.forgetting")
 
 
 def suite(fcfg) -> list[tasks.TestSet]:
-    known = tasks.all_test_sets()
-    out = []
-    for name in fcfg.test_sets:
-        if name not in known:
-            raise ConfigError(f"forgetting.test_sets: unknown set '{name}'; known: {sorted(known)}")
-        if not known[name].multiple_choice:
-            raise ConfigError(f"forgetting.test_sets: '{name}' is not multiple choice (loglik scoring)")
-        size = data.manifest()["files"][f"test/{name}"]["records"]
-        if fcfg.limit > size:
-            raise ConfigError(f"forgetting.limit={fcfg.limit} is larger than {name} ({size} items); "
-                              f"use at most {size}, or 0 for every item")
-        out.append(known[name])
-    return out
+    return validate.check_retention_suite(fcfg)
 
 
 def score(model, tok, fcfg, style: str, device, cache_dir: str) -> dict:
@@ -59,7 +46,7 @@ def base_scores(model, tok, fcfg, style, device, cache_dir, key: dict) -> tuple[
     except (OSError, ValueError):
         pass
     scores = score(model, tok, fcfg, style, device, cache_dir)
-    record.write_json(path, {"key": key, "scores": scores})
+    atomic.write_json(path, {"key": key, "scores": scores})
     return scores, False
 
 

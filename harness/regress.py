@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report.aggregate import KEY, family_of, flatten, flatten_all
-from harness.report.load import load_records, runs_dir
+from harness.record import load_records, runs_dir
+from harness.report.aggregate import KEY, by_group, family_of, flatten, flatten_all
 
 EPS = 1e-9  # a change exactly at the tolerance passes
 
@@ -127,18 +127,19 @@ def summarise(rows: list[dict]) -> dict[tuple, dict]:
     """Per match key: seed-averaged accuracy per set, memory, throughput, devices, and the
     statuses of runs that did not finish ok."""
     out: dict[tuple, dict] = {}
+    ok = [r for r in rows if r["status"] == "ok"]
+    for members, stats in by_group(ok, KEY, ("mem_train_gib", "tokens_per_second")):
+        out[tuple(members[0][k] for k in KEY)] = {
+            "ok": members, "not_ok": [], "n": len(members),
+            "acc": {s: mean for s, (mean, _) in stats["acc"].items()},
+            "mem": stats["mem_train_gib"][0], "tps": stats["tokens_per_second"][0],
+            "mem_kind": {r["mem_kind"] for r in members if r["mem_train_gib"] is not None},
+            "devices": {r["device"] for r in members}}
     for r in rows:
-        side = out.setdefault(tuple(r[k] for k in KEY), {"ok": [], "not_ok": []})
-        side["ok" if r["status"] == "ok" else "not_ok"].append(r)
-    for side in out.values():
-        ok = side["ok"]
-        sets = {s for r in ok for s in r["acc"]}
-        side["acc"] = {s: _mean([r["acc"].get(s) for r in ok]) for s in sets}
-        side["mem"] = _mean([r["mem_train_gib"] for r in ok])
-        side["mem_kind"] = {r["mem_kind"] for r in ok if r["mem_train_gib"] is not None}
-        side["tps"] = _mean([r["tokens_per_second"] for r in ok])
-        side["devices"] = {r["device"] for r in ok}
-        side["n"] = len(ok)
+        if r["status"] != "ok":  # listed, never averaged: a key with none ok has nothing to compare
+            side = out.setdefault(tuple(r[k] for k in KEY), {"ok": [], "not_ok": [], "n": 0, "acc": {}, "mem": None,
+                                                             "tps": None, "mem_kind": set(), "devices": set()})
+            side["not_ok"].append(r)
     return out
 
 

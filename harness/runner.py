@@ -6,73 +6,48 @@ always a record: status ok, or diverged / oom / failed with the error, written a
 from __future__ import annotations
 
 import logging
-import random
 import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from harness import data, env, evaluate, forgetting, measure, methods, models, record, tasks, tracking
+from transformers import set_seed
+
+from harness import (atomic, data, env, evaluate, forgetting, measure, methods, models, record, secrets, tasks,
+                     tracking, validate)
 from harness.distributed import Dist, setup as dist_setup
 from harness.errors import ConfigError, Diverged, HarnessError
 from harness.measure import Laps
-from harness.train import check_batch_sizes, tokenize_examples, train
+from harness.train import accumulation_steps, tokenize_examples, total_steps, train
 from harness.train_state import Snapshots
 
 log = logging.getLogger("harness")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class Plan:
     """Everything resolved and validated before any model is loaded."""
 
     def __init__(self, cfg):
+        validate.check(cfg)  # the same checks every entry point runs (harness.overrides)
         self.cfg = cfg
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
         self.run_id = record.run_id(self.resolved, models.resolve_device(cfg.device).type)
         self.paths = record.RunPaths(Path(cfg.results_dir), self.run_id)
         self.family = tasks.get_family(cfg.task.name)
-        self.method_fn = methods.get_method(cfg.method.name)
-        self.trains = cfg.method.name != "none"
+        self.method = methods.get(cfg.method.name)
+        self.trains = self.method.trains
         names = list(cfg.task.test_sets) or list(self.family.test_sets)
         self.test_sets = [self.family.test_set(n) for n in names]
         self.train_set = self.family.train_set(cfg.task.train_set)
-        self._validate()
+        self.warnings: list[str] = []
 
-    def _validate(self) -> None:
-        c = self.cfg
-        if self.trains:
-            check_batch_sizes(c.train)
-        if c.eval.batch_size <= 0 or c.forgetting.batch_size <= 0:
-            raise ConfigError(f"eval.batch_size ({c.eval.batch_size}) and forgetting.batch_size "
-                              f"({c.forgetting.batch_size}) must be positive")
-        if c.eval.limit < 0 or c.train.limit < 0:
-            raise ConfigError("eval.limit and train.limit must be >= 0 (0 = everything)")
-        if c.eval.scoring not in ("generate", "loglik"):
-            raise ConfigError(f"eval.scoring must be generate or loglik, not '{c.eval.scoring}'")
-        if c.eval.scoring == "loglik":
-            bad = [t.name for t in self.test_sets if not t.multiple_choice]
-            if bad:
-                raise ConfigError(f"eval.scoring=loglik needs multiple-choice sets; {bad} are not "
-                                  f"(use task=commonsense or eval.scoring=generate)")
-        if c.resume.every_steps < 0 or c.resume.every_minutes < 0:
-            raise ConfigError("resume.every_steps and resume.every_minutes must be >= 0 (0 = off)")
-        if c.eval.num_beams < 1:
-            raise ConfigError("eval.num_beams must be >= 1")
-        if c.train.prompt_style not in ("paper", "clean"):
-            raise ConfigError(f"train.prompt_style must be paper or clean, not '{c.train.prompt_style}'")
-        if c.forgetting.enabled:
-            forgetting.suite(c.forgetting)
-        models.check(c.model)
+    def warn(self, message: str) -> None:
+        """A warning the user must see: in the log now and in the record."""
+        log.warning(message)
+        self.warnings.append(message)
 
 
 def load_data(plan: Plan) -> tuple[dict, list[dict], list[dict]]:
@@ -81,27 +56,35 @@ def load_data(plan: Plan) -> tuple[dict, list[dict], list[dict]]:
     tests = {}
     for ts in plan.test_sets:
         records, meta = tasks.load_test_set(ts, c.cache_dir, c.eval.hellaswag)
-        if c.eval.limit > len(records):
-            raise ConfigError(f"eval.limit={c.eval.limit} is larger than {ts.name} ({len(records)} items); "
-                              f"use eval.limit=0 for every item, or at most {len(records)}")
         tests[ts.name] = (ts, tasks.select(records, c.eval.limit), meta)
     train_records, provenance = [], []
     if plan.trains:
         train_records, provenance = tasks.load_train_set(plan.train_set, c.cache_dir)
         ds = data.to_dataset(train_records).shuffle(seed=c.seed)
-        keep = len(ds)
-        if c.train.limit:
-            keep = min(keep, c.train.limit)
+        available = min(len(ds), c.train.limit) if c.train.limit else len(ds)
+        keep = available
         if c.train.max_steps:  # a capped run sees at most max_steps x batch_size examples: tokenise only those
             keep = min(keep, c.train.max_steps * c.train.batch_size)
         train_records = ds.select(range(keep)).to_list()
+        check_training_length(plan, available)
     return tests, train_records, provenance
 
 
-def flops_per_token(method: str, n_params: int) -> float:
-    """≈6N for full fine-tuning (forward + input and weight gradients); ≈4N when the base is frozen
-    (forward + input gradients only; adapter weight gradients are negligible)."""
-    return float((6 if method == "full" else 4) * n_params)
+# LLM-Adapters trains 3 epochs; far more than this is almost surely a mistake in train.max_steps
+MANY_EPOCHS = 20
+
+
+def check_training_length(plan: Plan, examples: int) -> None:
+    """Warn (log and record) about a training set smaller than one batch, and about a run whose
+    max_steps would make it absurdly long compared with its data."""
+    t = plan.cfg.train
+    if examples < t.batch_size:
+        plan.warn(f"the training set has {examples} example(s), fewer than one batch (train.batch_size="
+                  f"{t.batch_size}): every optimizer step repeats the same examples")
+    if t.max_steps and examples and t.max_steps * t.batch_size / examples > MANY_EPOCHS:
+        epochs = t.max_steps * t.batch_size / examples
+        plan.warn(f"train.max_steps={t.max_steps} x train.batch_size={t.batch_size} is {epochs:,.0f} passes over "
+                  f"the {examples} training examples (LLM-Adapters trains 3 epochs); check train.max_steps")
 
 
 def vram_estimate(plan: Plan, device: torch.device) -> dict | None:
@@ -125,7 +108,7 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
     device = dist.device or models.resolve_device(c.device)
     dtype = models.compute_dtype(device, c.train.precision)
     style = c.train.prompt_style
-    if dist.fsdp and c.method.name != "full":
+    if dist.fsdp and plan.method.frozen_base:
         raise ConfigError("FSDP is for full fine-tuning too big for one GPU; run PEFT methods with one "
                           "process per GPU (DDP: conf/accelerate/ddp.yaml) or a single process")
     out: dict = {"device": str(device), "processes": dist.world}
@@ -141,7 +124,7 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
         if dist.main:
             models.local_or_hub(c.model, c.cache_dir)
         dist.barrier()
-    seed_everything(c.seed)
+    set_seed(c.seed)
     model, tok, info = models.load(c.model, c.method, device, dtype, c.cache_dir)
     laps("load")
     out["model_info"] = info
@@ -158,10 +141,11 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
         dist.barrier()
         laps("forgetting_before")
 
-    seed_everything(c.seed)
+    set_seed(c.seed)
     ctx = methods.MethodContext(tokenizer=tok, model_ref=info["resolved_path"], device=device,
-                                gradient_checkpointing=c.train.gradient_checkpointing)
-    prepared = plan.method_fn(model, c.method, ctx)
+                                gradient_checkpointing=c.train.gradient_checkpointing,
+                                total_steps=total_steps(c.train, len(train_records)))
+    prepared = methods.apply(model, c.method, ctx)
     model = prepared.model
     trainable, total = methods.count_parameters(model)
     out["method_info"] = prepared.notes
@@ -169,7 +153,7 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
     laps("method")
 
     out["train_info"] = None
-    if prepared.trains:
+    if plan.trains:
         examples = tokenize_examples(train_records, tok, c.train.cutoff_len, c.train.train_on_inputs, style)
         # FSDP shards the parameters across ranks: no snapshots there (a killed run starts over)
         snapshots = Snapshots(None if dist.fsdp else plan.paths.train_state, c.resume.every_steps,
@@ -178,7 +162,7 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
             snapshots.clear()
             dist.barrier()
         out["train_info"] = train(model, tok, examples, c.train, c.method.lr, c.seed, device, dtype,
-                                  flops_per_token(c.method.name, total), on_log=tracker.log,
+                                  plan.method.flops_per_param_token * total, on_log=tracker.log,
                                   method=c.method.name, dist=dist, snapshots=snapshots)
         out["memory"]["train"] = out["train_info"].pop("memory")
         if c.save or dist.fsdp:
@@ -186,12 +170,12 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
             if dist.fsdp:  # gather the sharded weights; rank 0 evaluates a full copy loaded from them
                 model = save_and_reload_fsdp(model, tok, plan, dist, device, dtype)
             elif dist.main:
-                record.replace_dir(plan.paths.checkpoint, prepared.save)
+                atomic.replace_dir(plan.paths.checkpoint, prepared.save)
     laps("train")
 
     if dist.main:
         model.eval()
-        out["eval_merged_adapters"] = merge_for_eval(model)
+        out["eval_merged_adapters"] = plan.method.merges_for_eval and merge_for_eval(model)
         mem = measure.PhaseMemory(device).start()
         out["eval"], out["_predictions"] = evaluate_all(model, tok, tests, plan, device)
         out["memory"]["eval"] = mem.read()
@@ -205,13 +189,10 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
 
 
 def merge_for_eval(model) -> bool:
-    """Fold LoRA/DoRA weights into the (unquantised) base for evaluation: the same function, without
+    """Fold LoRA-like weights into the (unquantised) base for evaluation: the same function, without
     the adapter's extra matmuls per layer (DoRA recomputes a weight norm at every forward). The
     checkpoint was saved before; quantised bases are left alone (merging into 4/8 bits is lossy)."""
-    from peft import PeftModel
-    if not isinstance(model, PeftModel) or getattr(model.get_base_model(), "is_quantized", False):
-        return False
-    if model.active_peft_config.peft_type.value not in ("LORA",):
+    if getattr(model.get_base_model(), "is_quantized", False):
         return False
     model.merge_adapter()
     return True
@@ -250,12 +231,8 @@ def save_and_reload_fsdp(model, tok, plan: Plan, dist: Dist, device, dtype):
 
 def summary(plan: Plan, evals: dict) -> dict:
     accs = {k: v["accuracy"] for k, v in evals.items()}
-    paper = [k for k in plan.family.paper_average if k in accs]
-    clean = [k for k in accs if not evals[k]["overlaps_training_data"]]
-    mean = lambda ks: round(sum(accs[k] for k in ks) / len(ks), 4) if ks else None  # noqa: E731
-    return {"avg_all": mean(list(accs)), "avg_paper": mean(paper) if len(paper) == len(plan.family.paper_average)
-            else None, "avg_paper_sets": paper, "avg_excluding_overlap": mean(clean),
-            "overlapping_sets": [k for k in accs if evals[k]["overlaps_training_data"]],
+    overlap = [k for k in accs if evals[k]["overlaps_training_data"]]
+    return {**tasks.averages(plan.family, accs, overlap), "overlapping_sets": overlap,
             "approximate_sets": [k for k, v in evals.items() if v["approximate"]]}
 
 
@@ -269,15 +246,16 @@ def run(cfg) -> dict:
         return {**record.read_record(plan.paths.record), "_skipped": True}
     dist = dist_setup(c.method.name)
     if plan.trains:
-        check_batch_sizes(c.train, dist.world)
+        accumulation_steps(c.train, dist.world)
     device = dist.device or models.resolve_device(c.device)
     loaded = load_data(plan)  # bad data stops here, before anything is started or written
     if dist.main:
         record.check_writable(plan.paths.results_dir)
     rec = {"schema": record.SCHEMA_VERSION, "run_id": plan.run_id, "status": "running", "error": None,
+           "warnings": plan.warnings,
            "run_info": {"model": c.model.name, "method": c.method.name, "task": c.task.name, "seed": c.seed,
                         "train_set": c.task.train_set, "started": datetime.now(timezone.utc).isoformat(),
-                        "config": plan.resolved},
+                        "config": secrets.redact(plan.resolved)},
            "meta_info": {**env.environment(device), "world_size": dist.world}}
     estimate = vram_estimate(plan, device)
     if estimate:
@@ -286,7 +264,7 @@ def run(cfg) -> dict:
             rec.update(status="predicted_oom", error=f"predicted {estimate['predicted_total_gib']:.1f} GiB > "
                        f"{estimate['device_memory_gib']:.1f} GiB on this GPU (force=true runs it anyway)")
             if dist.main:
-                record.write_json(plan.paths.record, rec)
+                atomic.write_json(plan.paths.record, rec)
             log.info("%s: predicted_oom -> %s", plan.run_id, plan.paths.record)
             return rec
     tracker = tracking.start(cfg, plan.run_id, plan.resolved) if dist.main else tracking.NullTracker()
@@ -299,7 +277,7 @@ def run(cfg) -> dict:
         rec["status"] = "ok"
         if dist.main:
             for name, rows in predictions.items():
-                record.write_jsonl(plan.paths.predictions / f"{name}.jsonl", rows)
+                atomic.write_jsonl(plan.paths.predictions / f"{name}.jsonl", rows)
             rec["summary"] = summary(plan, out["eval"])
     except HarnessError:
         tracker.finish(None, {})
@@ -316,7 +294,7 @@ def run(cfg) -> dict:
     rec["run_info"]["wall_seconds"] = round(time.perf_counter() - t0, 3)
     rec["run_info"]["finished"] = datetime.now(timezone.utc).isoformat()
     if dist.main:
-        record.write_json(plan.paths.record, rec)
+        atomic.write_json(plan.paths.record, rec)
         log.info("%s: %s -> %s", plan.run_id, rec["status"], plan.paths.record)
         if rec["status"] in record.TERMINAL:  # answered: a rerun skips it, the snapshot has no more use
             Snapshots(plan.paths.train_state).clear()

@@ -6,7 +6,6 @@ resumable (a run whose record is complete is skipped: same resolved config -> sa
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import Counter
@@ -14,6 +13,8 @@ from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+
+from harness import record
 
 
 def count_jobs(config) -> int | None:
@@ -30,17 +31,24 @@ def count_jobs(config) -> int | None:
 
 
 def records_since(config, since: float) -> list[dict]:
+    """The runs recorded since `since` (wall clock), read by the one record reader, so the summary
+    counts exactly what the report and the runner's skip check count as records."""
     rows = []
-    for path in Path(str(config.results_dir), "runs").glob("*.json"):
-        if path.stat().st_mtime >= since:
-            try:
-                rec = json.loads(path.read_text())
-            except (OSError, ValueError):
+    records, _ = record.load_records(Path(str(config.results_dir), "runs"))
+    for rec in records:
+        try:
+            if Path(rec["_path"]).stat().st_mtime < since:
                 continue
-            info = rec.get("run_info", {})
-            rows.append({"run": f"{info.get('model')} x {info.get('method')} x {info.get('task')}",
-                         "status": rec.get("status"), "error": rec.get("error"), "skipped": False})
+        except OSError:  # removed since it was read
+            continue
+        info = rec.get("run_info") or {}
+        rows.append({"run": f"{info.get('model')} x {info.get('method')} x {info.get('task')}", "run_id": rec.get("run_id"),
+                     "status": rec.get("status"), "error": rec.get("error"), "skipped": False})
     return rows
+
+
+# runs of this process's sweeps that did not end ok: `python -m harness` exits 1 when there are any
+NOT_OK: list[str] = []
 
 
 class SweepProgress(Callback):
@@ -55,13 +63,22 @@ class SweepProgress(Callback):
         total = getattr(self, "total", None)
         n = config.hydra.job.num + 1 if "num" in config.hydra.job else "?"
         print(f"[{n}/{total or '?'}] {config.model.name} x {config.method.name} x {config.task.name} "
-              f"(seed {config.seed}) ...", flush=True)
+              f"(seed {config.seed}){self.eta(n, total)} ...", flush=True)
+
+    def eta(self, n, total) -> str:
+        """Remaining time at the mean duration of the runs that ran (skipped ones cost nothing)."""
+        ran = [r["seconds"] for r in getattr(self, "rows", []) if not r["skipped"]]
+        if not ran or not isinstance(n, int) or not total:
+            return ""
+        left = (total - n + 1) * sum(ran) / len(ran)
+        return f", ~{left / 60:.0f} min left" if left >= 60 else f", ~{left:.0f} s left"
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         value = getattr(job_return, "_return_value", None) or {}
         status = value.get("status") or ("error" if str(job_return.status).endswith("FAILED") else "?")
         row = {"run": f"{config.model.name} x {config.method.name} x {config.task.name}", "status": status,
-               "avg": value.get("avg_all"), "seconds": round(time.perf_counter() - self.job_started, 1),
+               "run_id": value.get("run_id"),
+               "avg": value.get("avg"), "seconds": round(time.perf_counter() - self.job_started, 1),
                "skipped": value.get("skipped", False), "error": value.get("error")}
         if hasattr(self, "rows"):
             self.rows.append(row)
@@ -81,4 +98,5 @@ class SweepProgress(Callback):
         for r in rows:
             if r["status"] != "ok":
                 print(f"  {r['status']:>13}  {r['run']}: {(r['error'] or '')[:200]}")
-        print("records: results/runs/  tables: make report", flush=True)
+                NOT_OK.append(r.get("run_id") or r["run"])
+        print(f"records: {config.results_dir}/runs/  tables: make report", flush=True)

@@ -1,45 +1,70 @@
 """Weights & Biases tracking: offline unless the user has a key; wandb.enabled=false disables.
 
-Each run logs its resolved config (secrets scrubbed), per-step loss/throughput/memory, final
-metrics and a predictions table, grouped by sweep and tagged with model/method/task/git sha.
+Each run logs its resolved config (secrets redacted by harness.secrets), per-step
+loss/throughput/memory, final metrics and a predictions table, grouped by sweep and tagged with
+model/method/task/git sha. An unreachable W&B server never costs the run: after a bounded wait the
+run is tracked offline, with one warning saying how to sync it later.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import netrc
 import os
-import re
+import sys
+from urllib.parse import urlparse
 
-from harness import env
+from harness import env, secrets
 
 log = logging.getLogger("harness.tracking")
-SECRET = re.compile(r"(token|api_?key|secret|password|passwd|auth)", re.I)
+# wandb's own default is 90 s: a sweep of many runs against a dead server would lose that much per
+# run. A reachable server answers in a few seconds. wandb 0.31 spends up to ~10 s more (two 5 s
+# account look-ups, not configurable) before this timeout starts, so a dead server costs ~25 s.
+INIT_TIMEOUT_S = 15.0
+# WANDB_MODE values wandb understands, as the mode this module acts on (`dryrun` is wandb's old
+# name for offline, `run` for online).
+ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
+             "disabled": "disabled"}
 
 
-def scrub(obj):
-    """Drop values under secret-looking keys, recursively: no key ever reaches W&B or a record."""
-    if isinstance(obj, dict):
-        return {k: ("<redacted>" if SECRET.search(str(k)) else scrub(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [scrub(v) for v in obj]
-    return obj
+def _netrc_key(host: str) -> bool:
+    try:
+        return bool(netrc.netrc(os.environ.get("NETRC") or None).authenticators(host))
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
-def resolve_mode(requested: str) -> str:
+def resolve_mode(requested) -> str:
+    """The W&B mode for config value `requested`, by precedence: an explicit config mode
+    (online/offline/...), then WANDB_MODE (the user's per-shell choice must beat a key stored once
+    in ~/.netrc or the environment), then online if a key is configured, else offline."""
+    requested = str(getattr(requested, "value", requested))  # config enums are str-valued
     if requested != "auto":
         return requested
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "online":
+    env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env_mode in ENV_MODES:
+        return ENV_MODES[env_mode]
+    if os.environ.get("WANDB_API_KEY"):
         return "online"
+    # `wandb login` stores the key in ~/.netrc under the server's host (not only api.wandb.ai)
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    return "online" if _netrc_key(host) else "offline"
+
+
+@contextlib.contextmanager
+def _argv_redacted():
+    """wandb stores sys.argv[1:] in the run's metadata (Settings._args, read during wandb.init, with
+    no setting to override it), so a `+wandb.api_key=...` override would be uploaded: show wandb
+    the redacted command line while it starts."""
+    saved = sys.argv
+    sys.argv = saved[:1] + secrets.redact_argv(saved[1:])
     try:
-        import netrc
-        auth = netrc.netrc().authenticators("api.wandb.ai")
-        return "online" if auth else "offline"
-    except (OSError, netrc.NetrcParseError):
-        return "offline"
+        yield
+    finally:
+        sys.argv = saved
 
 
 class NullTracker:
-    run = None
-
     def log(self, step: int, metrics: dict) -> None:
         pass
 
@@ -91,7 +116,18 @@ def sweep_group() -> str | None:
     return None
 
 
-def start(cfg, run_id: str, resolved: dict):
+def _init(wandb, **kwargs):
+    with _argv_redacted():
+        return wandb.init(**kwargs)
+
+
+def start(cfg, run_id: str, resolved: dict, init_timeout: float | None = None):
+    """A tracker for one run: NullTracker when disabled, else a WandbTracker. Online that cannot
+    reach the server within `init_timeout` seconds (default: WANDB_INIT_TIMEOUT if the user set it,
+    else INIT_TIMEOUT_S) falls back to offline with one warning, so a run never fails or stalls for
+    tracking."""
+    if init_timeout is None:
+        init_timeout = float(os.environ.get("WANDB_INIT_TIMEOUT") or INIT_TIMEOUT_S)
     w = cfg.wandb
     if not w.enabled:
         return NullTracker()
@@ -100,9 +136,28 @@ def start(cfg, run_id: str, resolved: dict):
     except ImportError:
         log.warning("wandb is not installed; tracking disabled")
         return NullTracker()
+    mode = resolve_mode(w.mode)
+    if mode == "disabled":  # no run directory, no wandb service process for nothing
+        log.info("W&B disabled (wandb.mode / WANDB_MODE=disabled)")
+        return NullTracker()
     git = env.git_state()
     os.makedirs(w.dir, exist_ok=True)
-    run = wandb.init(project=w.project, group=w.group or sweep_group(), name=run_id, dir=w.dir, mode=resolve_mode(w.mode),
-                     config=scrub(resolved), job_type=cfg.task.name, reinit="finish_previous",
-                     tags=[cfg.model.name, cfg.method.name, cfg.task.name, f"git:{(git['git_sha'] or 'none')[:8]}"])
+    kwargs = dict(project=w.project, group=w.group or sweep_group(), name=run_id, dir=w.dir,
+                  config=secrets.redact(resolved), job_type=str(cfg.task.name), reinit="finish_previous",
+                  tags=[str(cfg.model.name), str(cfg.method.name), str(cfg.task.name),
+                        f"git:{(git['git_sha'] or 'none')[:8]}"],
+                  settings=wandb.Settings(init_timeout=init_timeout))
+    failure = None
+    if mode == "online":
+        try:
+            return WandbTracker(_init(wandb, mode="online", **kwargs))
+        except (wandb.errors.Error, OSError) as exc:
+            # wandb 0.31 raises CommError when the server does not answer within init_timeout
+            # (AuthenticationError, a CommError, for a rejected key; UsageError for no key at all)
+            failure = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        mode = "offline"
+    run = _init(wandb, mode=mode, **kwargs)
+    if failure:
+        log.warning("W&B online start failed (%s); run %s is tracked offline instead, sync it later with "
+                    "`wandb sync %s`", failure, run_id, os.path.dirname(run.dir))
     return WandbTracker(run)

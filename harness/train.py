@@ -17,6 +17,7 @@ import statistics
 from contextlib import nullcontext
 
 import torch
+from tqdm.auto import tqdm
 
 from harness import measure, prompts
 from harness.distributed import Dist, merge_memory
@@ -46,10 +47,6 @@ def tokenize_examples(records: list[dict], tok, cutoff_len: int, train_on_inputs
             labels = [IGNORE] * n_users[k] + labels[n_users[k]:]
         out.append({"input_ids": ids, "labels": labels})
     return out
-
-
-def tokenize_example(rec: dict, tok, cutoff_len: int, train_on_inputs: bool, style: str) -> dict:
-    return tokenize_examples([rec], tok, cutoff_len, train_on_inputs, style)[0]
 
 
 def micro_batches(lengths: list[int], micro: int, seed: int, group_by_length: bool) -> list[list[int]]:
@@ -97,26 +94,25 @@ def schedule(total_steps: int, warmup_steps: int):
     return factor, warmup
 
 
-def check_batch_sizes(tcfg, world: int = 1) -> int:
-    if tcfg.batch_size <= 0 or tcfg.micro_batch_size <= 0:
-        raise ConfigError(f"train.batch_size ({tcfg.batch_size}) and train.micro_batch_size "
-                          f"({tcfg.micro_batch_size}) must be positive integers")
-    if tcfg.batch_size % tcfg.micro_batch_size:
-        raise ConfigError(f"train.batch_size ({tcfg.batch_size}) must be a multiple of train.micro_batch_size "
-                          f"({tcfg.micro_batch_size})")
+def accumulation_steps(tcfg, world: int = 1) -> int:
+    """Micro-batches per optimizer step (batch sizes are checked by harness.validate; the number of
+    processes is only known once launched)."""
     if (tcfg.batch_size // tcfg.micro_batch_size) % world:
         raise ConfigError(f"with {world} processes, train.batch_size ({tcfg.batch_size}) must be a multiple of "
                           f"train.micro_batch_size x processes ({tcfg.micro_batch_size * world})")
-    if tcfg.cutoff_len < 8:
-        raise ConfigError(f"train.cutoff_len ({tcfg.cutoff_len}) is too small; the paper uses 256")
     return tcfg.batch_size // tcfg.micro_batch_size
 
 
+def total_steps(tcfg, examples: int) -> int:
+    """Optimizer steps of a run: train.max_steps when set (whatever train.epochs says), else
+    ceil(epochs x examples / batch_size)."""
+    return tcfg.max_steps if tcfg.max_steps > 0 else math.ceil(tcfg.epochs * examples / tcfg.batch_size)
+
+
 def use_liger(model, tcfg, device) -> bool:
-    """Patch in liger-kernel's fused linear cross-entropy where asked and possible (CUDA only)."""
+    """Patch in liger-kernel's fused linear cross-entropy where asked and possible (CUDA only;
+    harness.validate refuses fused_loss=liger elsewhere)."""
     if tcfg.fused_loss == "torch" or device.type != "cuda":
-        if tcfg.fused_loss == "liger":
-            raise ConfigError("train.fused_loss=liger needs a CUDA device; use auto or torch")
         return False
     try:
         from liger_kernel.transformers import _apply_liger_kernel_to_instance
@@ -158,19 +154,17 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
     train_info part of the record. Throughput and memory cover the steps this process ran."""
     dist = dist or Dist()
     snapshots = snapshots or Snapshots(None)
-    accum = check_batch_sizes(tcfg, dist.world)
+    accum = accumulation_steps(tcfg, dist.world)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("the method left no trainable parameters")
     n = len(examples)
-    total_steps = tcfg.max_steps if tcfg.max_steps > 0 else math.ceil(tcfg.epochs * n / tcfg.batch_size)
-    if total_steps <= 0:
-        raise ConfigError("nothing to train: set train.epochs > 0 or train.max_steps > 0")
+    steps_total = total_steps(tcfg, n)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=tcfg.weight_decay,
                             fused=device.type == "cuda" and all(p.is_cuda for p in params))
     model, opt = dist.prepare(model, opt)  # DDP / FSDP wrapping when launched with several processes
     params = [p for p in model.parameters() if p.requires_grad]
-    factor, warmup = schedule(total_steps, tcfg.warmup_steps)
+    factor, warmup = schedule(steps_total, tcfg.warmup_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and dtype == torch.bfloat16
                 else nullcontext())
@@ -178,7 +172,7 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
     forward = torch.compile(model) if tcfg.compile else model
     lengths = [len(e["input_ids"]) for e in examples]
     pad_id = tok.pad_token_id
-    expected = fingerprint(dist.unwrap(model), total_steps, n, accum * dist.world)
+    expected = fingerprint(dist.unwrap(model), steps_total, n, accum * dist.world)
     start, losses, samples_before = snapshots.load(dist.unwrap(model), opt, sched, expected)
 
     def steps():
@@ -194,8 +188,11 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
     model.train()
     step_times, real_tokens, padded_tokens, samples, snapshot_seconds = [], 0, 0, 0, 0.0
     memory = measure.PhaseMemory(device).start()
+    # a live bar with ETA on a terminal; nothing when output is a file (the log lines stay)
+    bar = tqdm(total=steps_total, initial=start, desc="train", unit="step", disable=None if dist.main else True,
+               dynamic_ncols=True, leave=False)
     t_start = measure.clock(device)
-    for step, group in zip(range(total_steps), steps()):
+    for step, group in zip(range(steps_total), steps()):
         if step < start:  # taken before the snapshot: same batches, skipped
             continue
         t0 = measure.clock(device)
@@ -228,20 +225,23 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
         opt.zero_grad(set_to_none=True)
         step_times.append(measure.clock(device) - t0)
         losses.append(step_loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
         if dist.sum(float(snapshots.due(step + 1))):  # ranks agree (time-based); its time is not training time
             t_snap = measure.clock(device)
             snapshots.save(step + 1, dist.unwrap(model), opt, sched, losses, samples_before + dist.sum(samples),
                            expected)
             dist.barrier()
             snapshot_seconds += measure.clock(device) - t_snap
-        if (step + 1) % tcfg.log_every == 0 or step + 1 == total_steps:
-            log.info("step %d/%d  loss %.4f  lr %.2e  %.0f tok/s", step + 1, total_steps, step_loss,
+        if (step + 1) % tcfg.log_every == 0 or step + 1 == steps_total:
+            log.info("step %d/%d  loss %.4f  lr %.2e  %.0f tok/s", step + 1, steps_total, step_loss,
                      sched.get_last_lr()[0], real_tokens / (measure.clock(device) - t_start))
-        if on_log and ((step + 1) % tcfg.log_every == 0 or step + 1 == total_steps):
+        if on_log and ((step + 1) % tcfg.log_every == 0 or step + 1 == steps_total):
             on_log(step + 1, {"train/loss": step_loss, "train/lr": sched.get_last_lr()[0],
                               "train/grad_norm": float(grad_norm) if grad_norm is not None else None,
                               "train/step_seconds": step_times[-1], **{f"train/{k}": v for k, v in memory.read().items()}})
     wall = measure.clock(device) - t_start - snapshot_seconds
+    bar.close()
     model.eval()
     real_tokens, padded_tokens, samples = (int(dist.sum(x)) for x in (real_tokens, padded_tokens, samples))
     per_second = (lambda x: round(x / wall, 4) if step_times else None)  # noqa: E731 (none when resumed at the end)

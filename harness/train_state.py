@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from harness import record
+from harness import atomic
 
 log = logging.getLogger("harness.train")
 PARAMS, STATES, META = "trainable.safetensors", "states.pt", "snapshot.json"
@@ -91,7 +91,7 @@ class Snapshots:
             Path(tmp, META).write_text(json.dumps({"step": step, "losses": losses, "samples": int(samples),
                                                    "fingerprint": expected}))
 
-        record.replace_dir(self.directory, fill)
+        atomic.replace_dir(self.directory, fill)
 
     def clear(self) -> None:
         """Forget the snapshot (the run is recorded, or force=true starts over)."""

@@ -55,6 +55,8 @@ def compose_run(work_dirs):
                 "train.micro_batch_size=2", "eval.limit=4", "eval.max_new_tokens=24", "forgetting.limit=4",
                 "wandb.enabled=false", f"results_dir={results or work_dirs['results']}",
                 f"cache_dir={work_dirs['cache']}"]
+        if "method=none" in overrides:  # train.* keys do not apply to a run that does not train
+            base = [o for o in base if not o.startswith("train.")]
         return compose(base + list(overrides))
     return make
 

@@ -37,11 +37,11 @@ GOOD = {"instruction": "1+1?", "input": "", "output": "The answer is 2.", "answe
 
 CASES = {
     # name: (overrides builder, expected words in the message, expected exit codes)
-    "unknown method": (lambda p: ["method=loraa"], ["method", "Available options", "lora"], (1, 2)),
-    "unknown model": (lambda p: ["model=gpt5"], ["model", "Available options", "smollm2-135m"], (1, 2)),
-    "unknown task": (lambda p: ["task=algebra"], ["task", "Available options", "arithmetic"], (1, 2)),
-    "unknown sweep": (lambda p: ["sweep=huge"], ["sweep", "Available options", "default"], (1, 2)),
-    "typo in a key": (lambda p: ["train.max_step=3"], ["max_step"], (1, 2)),
+    "unknown method": (lambda p: ["method=loraa"], ["unknown method 'loraa'", "did you mean lora", "one of"], (2,)),
+    "unknown model": (lambda p: ["model=gpt5"], ["unknown model 'gpt5'", "smollm2-135m", "hub id"], (2,)),
+    "unknown task": (lambda p: ["task=algebra"], ["unknown task 'algebra'", "arithmetic"], (2,)),
+    "unknown sweep": (lambda p: ["sweep=huge"], ["unknown sweep 'huge'", "default"], (2,)),
+    "typo in a key": (lambda p: ["train.max_step=3"], ["unknown key 'train.max_step'", "train.max_steps"], (2,)),
     "model path missing": (lambda p: ["model=qwen2.5-0.5b", f"model.name_or_path={p / 'no-such-model'}"],
                            ["does not exist", "model.name_or_path"], (2,)),
     "model dir as the model choice": (lambda p: [f"model={p / 'no-such-dir'}"], ["does not exist"], (2,)),

@@ -62,13 +62,16 @@ def test_bench_compares_training_and_evaluation(bench, tmp_path):
         assert row["speedup"] == pytest.approx(row["harness"]["tokens_per_second"] / row["plain"]["tokens_per_second"],
                                                rel=1e-2)
         assert row["memory_ratio"] == pytest.approx(row["harness"]["peak_gib"] / row["plain"]["peak_gib"], rel=1e-2)
-        assert isinstance(row["flags"], list)
+        # a row that misses the 2x target says so (a tiny CPU model usually does), and only then
+        assert ("below 2× target" in row["flags"]) == (row["speedup"] < 2.0)
     ev = doc["evaluation"]
     assert ev["test_set"] == "gsm8k" and ev["questions"] == 2 and ev["max_new_tokens"] == 8
-    for side in ("reference", "harness"):
-        assert ev[side]["questions_per_second"] > 0 and 0 <= ev[side]["accuracy"] <= 100
+    for side in ("reference", "harness"):  # 2 questions: an accuracy is 0, 50 or 100
+        assert ev[side]["questions_per_second"] > 0 and ev[side]["accuracy"] in (0.0, 50.0, 100.0)
     assert ev["reference"]["decoding"] == "beam4" and ev["reference"]["batch_size"] == 1
-    assert ev["speedup"] > 0 and isinstance(ev["accuracy_differs"], bool)
+    assert ev["speedup"] == pytest.approx(ev["harness"]["questions_per_second"] / ev["reference"]["questions_per_second"],
+                                          rel=1e-2)
+    assert ev["accuracy_differs"] == (ev["reference"]["accuracy"] != ev["harness"]["accuracy"])
     assert doc["suite"] is None
     for column in MD_COLUMNS:
         assert column in md
@@ -86,6 +89,7 @@ def test_bad_method_exits_2_before_any_work(bench, tmp_path, capsys):
     assert bench(tmp_path / "out", "--methods", "lora,lorax") == 2
     err = capsys.readouterr().err
     assert "error: unknown method(s) ['lorax'] in --methods; choose from full,lora" in err
+    assert "none" not in err.split("choose from")[1]  # the methods that train, from the registry
     assert not (tmp_path / "out").exists()
 
 
@@ -94,7 +98,7 @@ def test_bad_method_exits_2_before_any_work(bench, tmp_path, capsys):
     (["--steps", "0"], "--steps must be >= 1"),
     (["--eval-set", "nope"], "unknown --eval-set"),
     (["train.batch_size=6", "train.micro_batch_size=4"], "multiple of train.micro_batch_size"),
-    (["train.no_such_key=1"], "bad override"),
+    (["train.no_such_key=1"], "unknown key 'train.no_such_key'"),
 ])
 def test_bad_input_exits_2(bench, tmp_path, capsys, args, message):
     assert bench(tmp_path, "--methods", "lora", *args) == 2
@@ -105,7 +109,7 @@ def test_quantised_methods_are_skipped_without_bitsandbytes(monkeypatch):
     real = cli.importlib.util.find_spec
     monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None if name == "bitsandbytes" else real(name))
     run, skipped = cli.parse_methods(None)
-    assert "qlora4" not in run and "qlora8" not in run and len(run) == len(cli.ALL_METHODS) - 2
+    assert "qlora4" not in run and "qlora8" not in run and len(run) == len(cli.training_methods()) - 2
     assert [s["method"] for s in skipped] == ["qlora4", "qlora8"] and "bitsandbytes" in skipped[0]["reason"]
 
 

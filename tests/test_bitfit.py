@@ -20,7 +20,7 @@ from harness.config import MethodConfig
 from harness.errors import ConfigError
 
 # Import every method module, so the registry is complete whatever other test modules imported first
-# (get_method loads it only while it is empty: see test_registry_complete_after_direct_module_import).
+# (see test_registry_complete_after_direct_module_import).
 for _mod in pkgutil.iter_modules(methods.__path__):
     importlib.import_module(f"{methods.__name__}.{_mod.name}")
 
@@ -53,7 +53,7 @@ def ctx():
 
 
 def bitfit(model, **kw):
-    return methods.get_method("bitfit")(model, cfg(**kw), ctx())
+    return methods.get("bitfit").build(model, cfg(**kw), ctx())
 
 
 def projections(model):
@@ -84,7 +84,7 @@ def test_base_tiny_llama_is_bias_free(make_tiny_llama):
 def test_adds_zero_biases(make_tiny_llama):
     model = make_tiny_llama()
     prepared = bitfit(model)
-    assert prepared.model is model and prepared.trains
+    assert prepared.model is model
     assert prepared.notes["bitfit_added_zero_biases"] == 7 * LAYERS == 14
     assert prepared.notes["bitfit_existing_biases"] == 0
     for name, lin in projections(model):
@@ -187,27 +187,28 @@ def test_unknown_method_lists_methods():
         from harness import methods
         from harness.errors import ConfigError
         try:
-            methods.get_method("bitfitt")
+            methods.get("bitfitt")
         except ConfigError as exc:
             print("MSG", exc)
         """)
     assert proc.returncode == 0, proc.stderr
     msg = proc.stdout.split("MSG", 1)[1]
-    assert "'bitfitt'" in msg
+    assert "'bitfitt'" in msg and "did you mean bitfit?" in msg
+    listed = msg.split("one of", 1)[1].strip().split(", ")
     for name in ("bitfit", "adapter_series", "adapter_parallel", "lora", "dora", "full", "none"):
-        assert f"'{name}'" in msg
+        assert name in listed
 
 
 def test_unknown_method_in_process():
-    with pytest.raises(ConfigError, match="unknown method 'bitfitt'.*'bitfit'"):
-        methods.get_method("bitfitt")
+    with pytest.raises(ConfigError, match="unknown method 'bitfitt' .did you mean bitfit.*one of .*bitfit"):
+        methods.get("bitfitt")
 
 
 def test_registry_complete_after_direct_module_import():
     proc = run_fresh("""
         import harness.methods.bottleneck
         from harness import methods
-        methods.get_method("bitfit")
-        methods.get_method("lora")
+        methods.get("bitfit")
+        methods.get("lora")
         """)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -17,7 +17,7 @@ from harness.config import MethodConfig
 from harness.errors import ConfigError
 
 # Import every method module before using harness.methods.bottleneck directly, so the registry stays
-# complete for all tests (get_method loads it only while it is empty; see test_bitfit.py).
+# complete for all tests (see test_bitfit.py).
 for _mod in pkgutil.iter_modules(methods.__path__):
     importlib.import_module(f"{methods.__name__}.{_mod.name}")
 
@@ -232,7 +232,7 @@ def test_bad_settings_raise_config_error(make_tiny_llama, kwargs, match):
 
 def test_registry_bad_non_linearity(make_tiny_llama):
     with pytest.raises(ConfigError, match="non_linearity"):
-        methods.get_method("adapter_series")(make_tiny_llama(), method_cfg("adapter_series", non_linearity="swishy"),
+        methods.get("adapter_series").build(make_tiny_llama(), method_cfg("adapter_series", non_linearity="swishy"),
                                              ctx())
 
 
@@ -247,8 +247,8 @@ def test_registry_defaults_are_llm_adapters():
                                                  ("adapter_parallel", "parallel", "beside MLP")])
 def test_registry_method(make_tiny_llama, tmp_path, name, kind, placement):
     base = logits(make_tiny_llama())
-    prepared = methods.get_method(name)(make_tiny_llama(), method_cfg(name, bottleneck_size=8), ctx())
-    assert isinstance(prepared, methods.Prepared) and prepared.trains
+    prepared = methods.get(name).build(make_tiny_llama(), method_cfg(name, bottleneck_size=8), ctx())
+    assert isinstance(prepared, methods.Prepared)
     assert prepared.notes == {"adapters_added": LAYERS, "placement": placement}
     model = prepared.model
     assert all(isinstance(layer.mlp, WRAPPER[kind]) for layer in model.model.layers)

@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 from harness import record
 from harness.config import compose, model_slug, rewrite_model_argument
 from harness.errors import ConfigError
+from harness.overrides import resolve
 
 KNOWN = {"smollm2-135m", "tiny-random", "hub"}
 
@@ -43,6 +44,7 @@ def test_run_id_ignores_operational_keys_and_depends_on_what_is_computed():
 
 
 def test_paper_preset_trains_on_the_papers_sets():
-    assert compose(["sweep=paper"]).task.train_set == "math_10k"
-    assert compose(["sweep=paper", "task=commonsense"]).task.train_set == "commonsense_170k"
+    cfgs, _, multirun = resolve(["sweep=paper"], here=False)
+    assert multirun and len(cfgs) == 12  # 6 methods x 2 families
+    assert {c.task.name: c.task.train_set for c in cfgs} == {"arithmetic": "math_10k", "commonsense": "commonsense_170k"}
     assert compose([]).task.train_set == "math_offline"

@@ -58,8 +58,8 @@ def test_prompt_tuning_and_lora_generations_do_not_depend_on_batch_size(work_dir
     from harness import methods, models
     from harness.config import compose
     for method in ("prompt_tuning", "lora"):
-        cfg = compose(["model=tiny-random", f"method={method}", f"cache_dir={work_dirs['cache']}",
-                       "method.lora.dropout=0.0"])
+        cfg = compose(["model=tiny-random", f"method={method}", f"cache_dir={work_dirs['cache']}"]
+                      + (["method.peft.lora_dropout=0.0"] if method == "lora" else []))
         torch.manual_seed(0)
         model, tok, info = models.load(cfg.model, cfg.method, torch.device("cpu"), torch.float32, cfg.cache_dir)
         prepared = methods.apply(model, cfg.method, methods.MethodContext(tok, info["resolved_path"],

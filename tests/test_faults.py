@@ -11,7 +11,7 @@ import pytest
 KILL_DURING_WRITE = """
 import os, sys
 from pathlib import Path
-from harness import record
+from harness import atomic
 target = Path(sys.argv[1])
 real_fsync = os.fsync
 def die(fd):  # the data is in the temp file, the rename has not happened: kill -9 now
@@ -27,7 +27,7 @@ def test_kill_9_while_writing_a_record_leaves_no_truncated_file(tmp_path, existi
     if existing is not None:
         target.parent.mkdir(parents=True)
         target.write_text(json.dumps(existing))
-    code = KILL_DURING_WRITE.format(call='record.write_json(target, {"status": "ok", "blob": "x" * 5_000_000})')
+    code = KILL_DURING_WRITE.format(call='atomic.write_json(target, {"status": "ok", "blob": "x" * 5_000_000})')
     done = subprocess.run([sys.executable, "-c", code, str(target)], cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == -9
     if existing is None:
@@ -43,11 +43,11 @@ def test_kill_9_while_saving_a_checkpoint_keeps_the_old_one(tmp_path):
     code = """
 import os, sys
 from pathlib import Path
-from harness import record
+from harness import atomic
 def fill(d):
     Path(d, "weights").write_text("half")
     os.kill(os.getpid(), 9)
-record.replace_dir(Path(sys.argv[1]), fill)
+atomic.replace_dir(Path(sys.argv[1]), fill)
 """
     done = subprocess.run([sys.executable, "-c", code, str(target)], cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == -9

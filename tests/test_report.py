@@ -12,9 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.record import load_records
 from harness.report import aggregate, build, plots, render
-from harness.report.load import load_published, load_records
+from harness.report.load import load_published
 from harness.report.plots import pareto_front
+from harness.report.tables import Table
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "records"
@@ -115,6 +117,17 @@ def test_runs_differing_in_more_than_the_seed_are_not_averaged():
     assert {g["variant"] for g in groups} == {"method.lr=0.01", "method.lr=0.001"}
 
 
+def test_seed_groups_keep_missing_keys_and_skip_missing_values():
+    rows = [{"train_set": None, "seed": 1, "acc": {"gsm8k": 10.0}, "mem": None},
+            {"train_set": None, "seed": 2, "acc": {"gsm8k": 30.0, "aqua": 5.0}, "mem": 2.0},
+            {"train_set": "math_10k", "seed": 1, "acc": {}, "mem": 4.0}]
+    (old, old_stats), (new, new_stats) = aggregate.by_group(rows, ("train_set",), ("mem",))
+    assert [r["seed"] for r in old] == [1, 2] and old[0]["train_set"] is None  # None is a key, not dropped
+    assert old_stats["acc"]["gsm8k"] == (20.0, pytest.approx(statistics.stdev([10.0, 30.0])))
+    assert old_stats["acc"]["aqua"] == (5.0, None) and old_stats["mem"] == (2.0, None)  # one value: no std
+    assert new_stats == {"mem": (4.0, None), "acc": {}}
+
+
 def test_failed_and_oom_runs_are_listed(results, capsys):
     code, out, _, _ = report(results, capsys)
     text = (out / "failures.md").read_text()
@@ -184,14 +197,61 @@ def test_different_eval_limits_stay_separate(results):
     assert sorted(lora["items/set"]) == ["all", "first 4"]
 
 
-def test_latex_escapes_underscores_and_percent(results, capsys):
+def latex_parts(tex: str) -> tuple[str, list[str], str]:
+    r"""(column format, the tabular's lines between \toprule and \bottomrule, what follows the
+    tabular) of one rendered table, after checking the booktabs skeleton is whole and in order."""
+    order = [r"\begin{table}[ht]", r"\centering", r"\caption{", r"\begin{tabular}{", r"\toprule", r"\midrule",
+             r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    at = [tex.index(part) for part in order]
+    assert at == sorted(at), tex
+    assert all(tex.count(part) == 1 for part in order[3:]), tex
+    column_format = tex.split(r"\begin{tabular}{", 1)[1].split("}", 1)[0]
+    rows = tex.split("\\toprule\n", 1)[1].split("\\bottomrule", 1)[0].splitlines()
+    return column_format, [r for r in rows if r != r"\midrule"], tex.split(r"\end{tabular}", 1)[1]
+
+
+def cells(line: str) -> list[str]:
+    r"""A tabular row split at its unescaped '&' (an escaped one, '\&', stays in its cell)."""
+    assert line.endswith(r" \\"), line
+    return [c.strip().replace("\0", r"\&") for c in line[:-3].replace(r"\&", "\0").split("&")]
+
+
+def test_latex_tables_are_booktabs_with_escaped_text_and_notes(results, capsys):
     code, out, _, _ = report(results, capsys)
+    t = built(results).accuracy[0]
     tex = (out / "accuracy_arithmetic.tex").read_text()
-    assert r"math\_offline" in tex and r"adapter\_series" in tex
-    body = tex.split(r"\begin{tabular}")[1]
-    assert "math_offline" not in body.replace(r"math\_offline", "")
-    assert r"accuracy (\%)" in tex and r"$\pm$" in tex
-    assert render.latex_escape("a_b & 5% #1 {x}") == r"a\_b \& 5\% \#1 \{x\}"
+    column_format, rows, after = latex_parts(tex)
+    assert len(column_format) == len(t.display.columns) and set(column_format) <= {"l", "r"}
+    assert column_format[:3] == "lll" and column_format[-1] == "r"  # text left, accuracies right
+    assert len(rows) == 1 + len(t.display)  # the header, then one line per row
+    assert all(len(cells(r)) == len(t.display.columns) for r in rows)
+    assert cells(rows[0])[-2:] == ["Avg (paper)", "Avg (7 sets)"]
+    assert r"\caption{Arithmetic reasoning: accuracy (\%)" in tex
+    assert r"math\_offline" in tex and r"adapter\_series" in tex and r"$\pm$" in tex
+    body = tex.split("\n", 1)[1]  # the first line is a comment holding the raw title
+    for raw in ("_", "%", "±", "†", "≈", "–"):
+        assert raw not in body.replace("\\" + raw, ""), raw
+    assert t.notes and after.count(r"\par") > len(t.notes)  # every note below the tabular
+    assert "Runs that differ only by seed: mean $\\pm$ sample standard deviation" in after
+    assert "harness/data/published/" in after
+    column_format, rows, _ = latex_parts((out / "efficiency.tex").read_text())
+    assert cells(rows[0])[:3] == ["model", "method", "task"] and r"trainable \%" in cells(rows[0])
+
+
+def test_latex_escapes_every_special_character():
+    table = Table("Cost_1 in $ & 5% #1", pd.DataFrame({"a_b": ["x_y & 5% #1 {z} ~ ^ \\"], "n": ["1.5 ± 0.2†"]}),
+                  pd.DataFrame(), notes=["≈ approx_set: 50%"])
+    tex = render.latex(table)
+    column_format, rows, after = latex_parts(tex)
+    assert column_format == "lr"
+    assert cells(rows[0]) == [r"a\_b", "n"]
+    text, number = cells(rows[1])
+    assert text.startswith(r"x\_y \& 5\% \#1 \{z\} \textasciitilde") and text.endswith(r"\textbackslash")
+    assert r"\textasciicircum" in text and number == r"1.5 $\pm$ 0.2$^\dagger$"
+    assert r"\caption{Cost\_1 in \$ \& 5\% \#1}" in tex
+    assert r"$\approx$ approx\_set: 50\%\par" in after
+    empty = render.latex(Table("Nothing", pd.DataFrame(), pd.DataFrame()))
+    assert latex_parts(empty)[:2] == ("l", ["none \\\\"])
 
 
 def test_overlapping_sets_get_a_dagger(results, capsys):
@@ -207,6 +267,9 @@ def test_overlapping_sets_get_a_dagger(results, capsys):
     assert row["GSM8K"] == "25.0" and row["Avg (paper)"] == "43.8"  # the paper's 4 sets do not overlap
     assert row["Avg (7 sets)"].endswith("†")
     assert row["Avg (no overlap)"] == f"{(25 + 50 + 25 + 75) / 4:.1f}"
+    data = row_of(t.data, train_set="math_10k")
+    assert data["avg_excluding_overlap"] == pytest.approx((25 + 50 + 25 + 75) / 4)
+    assert "avg_clean" not in t.data.columns
     assert any(n.startswith("† ") for n in t.notes)
     clean = row_of(t.display, **{"train set": "math_offline", "method": "lora"})
     assert "†" not in "".join(clean.astype(str))

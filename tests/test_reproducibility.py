@@ -92,8 +92,9 @@ def test_remote_code_is_never_trusted_by_default(compose_run, monkeypatch, tiny)
     cfg = compose_run("method=none")
     models.load(cfg.model, cfg.method, torch.device("cpu"), torch.float32, cfg.cache_dir)
     assert seen and all(v is False for v in seen)
-    for model_yaml in ("llama-7b", "qwen2.5-0.5b", "smollm2-135m", "gemma3-270m"):
-        assert compose_run(f"model={model_yaml}").model.trust_remote_code is False
+    from harness.overrides import resolve_one
+    for model_yaml in ("llama-7b", "qwen2.5-0.5b", "smollm2-135m", "gemma3-270m"):  # installed here or not
+        assert resolve_one([f"model={model_yaml}"], here=False).model.trust_remote_code is False
 
 
 def test_records_never_hold_environment_secrets(compose_run, tmp_path, monkeypatch):

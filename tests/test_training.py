@@ -10,9 +10,14 @@ from omegaconf import OmegaConf
 from harness import prompts
 from harness.config import TrainConfig
 from harness.errors import ConfigError
-from harness.train import IGNORE, check_batch_sizes, micro_batches, schedule, tokenize_example, train
+from harness.train import IGNORE, micro_batches, schedule, tokenize_examples, train
+from harness.validate import check_training
 
 REC = {"instruction": "What is 2+3?", "input": "", "output": "2+3=5. The answer is 5.", "answer": "5"}
+
+
+def tokenize_example(rec, tok, cutoff_len, train_on_inputs, style):
+    return tokenize_examples([rec], tok, cutoff_len, train_on_inputs, style)[0]
 
 
 def test_tokenize_appends_eos_and_masks_prompt_when_asked(tiny):
@@ -48,7 +53,7 @@ def test_schedule_warms_up_then_decays_to_zero():
 def test_impossible_batch_sizes_are_rejected(batch, micro):
     cfg = OmegaConf.structured(TrainConfig(batch_size=batch, micro_batch_size=micro))
     with pytest.raises(ConfigError, match="batch_size"):
-        check_batch_sizes(cfg)
+        check_training(cfg, lr=1e-4)
 
 
 def _step_gradients(model, tok, micro: int, monkeypatch) -> list:

@@ -150,10 +150,9 @@ def test_fits_against_device_memory():
     assert predict_peak_gib(c, 24.0)["fits"] is False
 
 
-def test_batch_size_below_micro_batch_is_the_batch_per_forward():
-    d = peak("model=llama-7b", "method=qlora4", "train.batch_size=2")
-    assert d["setup"]["micro_batch_size"] == 2
-    assert any("harness rejects" in a for a in d["assumptions"])
+def test_a_batch_the_runner_refuses_is_refused_by_the_estimator_too():
+    with pytest.raises(ConfigError, match="multiple of train.micro_batch_size"):
+        cfg("model=llama-7b", "method=qlora4", "train.batch_size=2")
 
 
 # --- errors ----------------------------------------------------------------------------------------

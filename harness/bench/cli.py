@@ -1,7 +1,7 @@
 """python -m harness.bench [key=value ...] [--methods lora,full] [--steps N] [--eval-questions N]
 [--eval-set gsm8k] [--eval-max-new-tokens N] [--suite] [--out results/bench]
 
-key=value overrides are the main CLI's (harness.config.compose): model=, train.batch_size=,
+key=value overrides are the main CLI's, checked the same way (harness.overrides): model=, train.batch_size=,
 train.micro_batch_size=, train.cutoff_len=, eval.batch_size=, device=, cache_dir= ... Everything is
 resolved and checked (methods, batch sizes, data, output directory) before any model is loaded;
 bad input prints "error: ..." and exits 2. A method that fails while running is recorded as a
@@ -20,14 +20,16 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from harness import data, env, measure, models, tasks
+from harness import data, env, measure, methods, models, tasks
 from harness.bench import evaluation, report, training
 from harness.errors import ConfigError, HarnessError
-from harness.train import check_batch_sizes
+from harness.overrides import resolve as resolve_runs
 
-ALL_METHODS = ("full", "lora", "qlora4", "qlora8", "dora", "adapter_series", "adapter_parallel",
-               "prompt_tuning", "bitfit")
-NEEDS_BITSANDBYTES = ("qlora4", "qlora8")
+
+def training_methods() -> list[str]:
+    """Every registered method that trains (the registry, not a hand-kept list)."""
+    return [n for n, spec in methods.all_methods().items() if spec.trains]
+
 # (GPU, CPU) defaults: a meaningful measurement on a GPU, a quick exercise of every path on a CPU
 DEFAULT_MODEL = ("smollm2-135m", "tiny-random")
 DEFAULT_STEPS = (20, 3)
@@ -39,7 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "Plain transformers+peft training and LLM-Adapters-style evaluation vs the harness, same work."))
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="run-config overrides, as for python -m harness")
-    parser.add_argument("--methods", help=f"comma-separated (default: all of {','.join(ALL_METHODS)})")
+    parser.add_argument("--methods", help="comma-separated (default: every registered method that trains)")
     parser.add_argument("--steps", type=int, help="timed optimizer steps per side (default 20 on GPU, 3 on CPU)")
     parser.add_argument("--eval-questions", type=int, help="questions for the evaluation comparison "
                         "(default 64 on GPU, 4 on CPU; 0 skips it)")
@@ -72,24 +74,6 @@ class Settings:
     argv: list[str] = field(default_factory=list)
 
 
-def compose(overrides: list[str]):
-    """harness.config.compose, with Hydra's and OmegaConf's complaints turned into ConfigError."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from harness.config import compose as compose_run
-    try:
-        return compose_run(overrides)
-    except (HydraException, OmegaConfBaseException) as exc:
-        # Hydra's text ends in search paths and suggests +key=value, which the typed schema refuses;
-        # the cause (OmegaConf's "Key 'x' not in 'TrainConfig'") is the useful part
-        text = str(exc).split("Config search path")[0]
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("To append")]
-        if exc.__cause__ is not None:
-            lines.append(str(exc.__cause__).splitlines()[0])
-        raise ConfigError(f"bad override in {overrides}: {' '.join(lines)}") from exc
-
-
 def _override_key(item: str) -> str:
     if "=" not in item:
         raise ConfigError(f"'{item}' is not a key=value override; bench flags start with -- (see --help)")
@@ -98,17 +82,18 @@ def _override_key(item: str) -> str:
 
 def parse_methods(spec: str | None) -> tuple[list[str], list[dict]]:
     """(methods to run, skipped with the reason). Unknown names are an error, listing the valid ones."""
-    names = list(ALL_METHODS) if spec is None else [m.strip() for m in spec.split(",") if m.strip()]
+    valid = training_methods()
+    names = valid if spec is None else [m.strip() for m in spec.split(",") if m.strip()]
     if not names:
         raise ConfigError("--methods is empty; give e.g. --methods lora,full")
-    unknown = [m for m in names if m not in ALL_METHODS]
+    unknown = [m for m in names if m not in valid]
     if unknown:
-        raise ConfigError(f"unknown method(s) {unknown} in --methods; choose from {','.join(ALL_METHODS)}")
+        raise ConfigError(f"unknown method(s) {unknown} in --methods; choose from {','.join(valid)}")
     names = list(dict.fromkeys(names))  # keep order, drop repeats
     skipped = []
     if importlib.util.find_spec("bitsandbytes") is None:
         skipped = [{"method": m, "reason": "bitsandbytes is not installed (pip install bitsandbytes)"}
-                   for m in names if m in NEEDS_BITSANDBYTES]
+                   for m in names if methods.get(m).quantization == "required"]
     run = [m for m in names if m not in {s["method"] for s in skipped}]
     if not run:
         raise ConfigError(f"nothing to run: {[s['method'] for s in skipped]} need bitsandbytes, which is not installed")
@@ -127,18 +112,17 @@ def resolve(args: argparse.Namespace, argv: list[str]) -> Settings:
     keys = [_override_key(o) for o in overrides]
     if "method" in keys:
         raise ConfigError("choose methods with --methods lora,full, not method=")
-    device = models.resolve_device(compose(overrides).device)
+    device_arg = next((o.split("=", 1)[1] for o in overrides if _override_key(o) == "device"), "auto")
+    device = models.resolve_device(device_arg)
     gpu = device.type == "cuda"
     pick = (lambda pair: pair[0 if gpu else 1])  # noqa: E731
     if "model" not in keys:
         overrides = [f"model={pick(DEFAULT_MODEL)}"] + overrides
-    base = compose(overrides)
     names, skipped = parse_methods(args.methods)
-    configs = {m: compose(overrides + [f"method={m}"]) for m in names}
-    for cfg in configs.values():
-        check_batch_sizes(cfg.train)
-    if base.eval.batch_size <= 0:
-        raise ConfigError(f"eval.batch_size must be positive, not {base.eval.batch_size}")
+    # every method's run config, checked together as one sweep (method=none: the evaluation side)
+    cfgs, _, _ = resolve_runs(overrides + [f"method={','.join(['none'] + names)}"], multirun=True)
+    configs = {cfg.method.name: cfg for cfg in cfgs}
+    base = configs.pop("none")
     steps = _positive("--steps", args.steps if args.steps is not None else pick(DEFAULT_STEPS))
 
     family = tasks.get_family(base.task.name)
@@ -184,7 +168,7 @@ def say(msg: str) -> None:
 def run_evaluations(s: Settings) -> tuple[dict | None, dict | None]:
     if not s.eval_questions and not s.suite:
         return None, None
-    cfg = compose(s.overrides + ["method=none"])
+    cfg = s.base
     dtype = models.compute_dtype(s.device, cfg.train.precision)
     model, tok, _ = training.build(cfg, s.device, dtype)
     comparison = suite = None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from harness import record
+from harness import atomic
 from harness.bench import TARGET_MEMORY_RATIO, TARGET_SUITE_SECONDS, TARGET_TRAIN_SPEEDUP
 
 
@@ -101,6 +101,6 @@ def markdown(doc: dict) -> str:
 def write(doc: dict, stem: Path) -> tuple[Path, Path]:
     """JSON then Markdown, each atomically (temp file, fsync, rename)."""
     json_path, md_path = with_suffix(stem, ".json"), with_suffix(stem, ".md")
-    record.write_json(json_path, doc)
-    record.atomic_write_text(md_path, markdown(doc))
+    atomic.write_json(json_path, doc)
+    atomic.write_text(md_path, markdown(doc))
     return json_path, md_path

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import torch
 from omegaconf import OmegaConf
+from transformers import set_seed
 
 from harness import measure, methods, models
 from harness.bench import TARGET_MEMORY_RATIO, TARGET_TRAIN_SPEEDUP
 from harness.bench.plain import train_plain
-from harness.runner import seed_everything
 from harness.train import tokenize_examples, train
 
 SIDES = ("plain", "harness")
@@ -23,9 +23,9 @@ SIDES = ("plain", "harness")
 
 def build(cfg, device: torch.device, dtype: torch.dtype):
     """(model with the method applied, tokenizer, load info), seeded as harness.runner does."""
-    seed_everything(cfg.seed)
+    set_seed(cfg.seed)
     model, tok, info = models.load(cfg.model, cfg.method, device, dtype, cfg.cache_dir)
-    seed_everything(cfg.seed)
+    set_seed(cfg.seed)
     ctx = methods.MethodContext(tokenizer=tok, model_ref=info["resolved_path"], device=device,
                                 gradient_checkpointing=cfg.train.gradient_checkpointing)
     prepared = methods.apply(model, cfg.method, ctx)
@@ -49,10 +49,10 @@ def run_side(side: str, cfg, records: list[dict], steps: int, device: torch.devi
     t = cfg.train
     examples = tokenize_examples(records, tok, t.cutoff_len, t.train_on_inputs, t.prompt_style)
     loop = LOOPS[side]
-    seed_everything(cfg.seed)
+    set_seed(cfg.seed)
     loop(model, tok, examples, cfg, 1, device, dtype)  # warm-up step, not timed
     measure.release(device)  # the warm-up's optimizer state is gone; do not count it in the timed peak
-    seed_everything(cfg.seed)
+    set_seed(cfg.seed)
     memory = measure.PhaseMemory(device).start()
     t0 = measure.clock(device)
     out = loop(model, tok, examples, cfg, steps, device, dtype)

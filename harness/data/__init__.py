@@ -18,7 +18,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from harness.errors import DataError
-from harness.record import atomic_write_bytes
+from harness.atomic import write_bytes as atomic_write_bytes
 
 DATA_DIR = Path(__file__).resolve().parent
 FIELDS = ("instruction", "input", "output", "answer")
@@ -47,7 +47,12 @@ def manifest() -> dict:
                         "(pip install -e .) or rebuild it with tools/package_data.py.") from exc
 
 
-def validate_records(records, origin: str) -> list[dict]:
+# A test item needs a question and a gold answer; a training example also the response it teaches.
+TEST_FIELDS = ("instruction", "answer")
+TRAIN_FIELDS = ("instruction", "output", "answer")
+
+
+def validate_records(records, origin: str, required: tuple = TEST_FIELDS) -> list[dict]:
     """Check the LLM-Adapters record format; name the file and the record on any defect."""
     if not isinstance(records, list):
         raise DataError(f"{origin}: expected a JSON list of records, got {type(records).__name__}")
@@ -56,17 +61,21 @@ def validate_records(records, origin: str) -> list[dict]:
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise DataError(f"{origin}: record {i} is not an object")
-        missing = [k for k in ("instruction", "answer") if k not in rec]
+        missing = [k for k in required if k not in rec]
         if missing:
             raise DataError(f"{origin}: record {i} lacks field(s) {missing}; every record needs "
-                            f"'instruction' and 'answer' (and usually 'input', 'output')")
+                            f"{', '.join(repr(k) for k in required)} (and usually 'input')")
         for k in FIELDS:
             if k in rec and not isinstance(rec[k], str):
                 raise DataError(f"{origin}: record {i} field '{k}' is {type(rec[k]).__name__}, expected a string")
+        if "output" in required and not rec["output"].strip():
+            raise DataError(f"{origin}: record {i} has an empty 'output': a training example needs the response "
+                            f"it teaches")
     return [{k: rec.get(k, "") for k in FIELDS} for rec in records]
 
 
-def read_json_records(path: Path, expected_sha256: str | None = None) -> tuple[list[dict], str]:
+def read_json_records(path: Path, expected_sha256: str | None = None,
+                      required: tuple = TEST_FIELDS) -> tuple[list[dict], str]:
     """Read a (possibly gzipped) JSON list of records; return the records and the sha256 of the JSON."""
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
@@ -84,7 +93,7 @@ def read_json_records(path: Path, expected_sha256: str | None = None) -> tuple[l
         records = json.loads(raw)
     except ValueError as exc:
         raise DataError(f"{path} is not valid JSON: {exc}") from exc
-    return validate_records(records, str(path)), digest
+    return validate_records(records, str(path), required), digest
 
 
 def shipped(name: str) -> tuple[list[dict], dict]:
@@ -98,14 +107,30 @@ def shipped(name: str) -> tuple[list[dict], dict]:
         stat = path.stat()
     except OSError as exc:
         raise DataError(f"data file not found: {path} (reinstall the package)") from exc
-    return _read_cached(str(path), entry["sha256"], stat.st_mtime_ns, stat.st_size), entry
+    required = TRAIN_FIELDS if name.startswith("train/") else TEST_FIELDS
+    return _read_cached(str(path), entry["sha256"], stat.st_mtime_ns, stat.st_size, required), entry
 
 
 @lru_cache(maxsize=32)
-def _read_cached(path: str, sha256: str, mtime_ns: int, size: int) -> list[dict]:
+def _read_cached(path: str, sha256: str, mtime_ns: int, size: int, required: tuple = TEST_FIELDS) -> list[dict]:
     """A sweep reads the same files for every run: parse each once per process (keyed on the
     file's identity, so a changed file is read again). Callers must not modify the records."""
-    return read_json_records(Path(path), sha256)[0]
+    return read_json_records(Path(path), sha256, required)[0]
+
+
+def read_local(path: str | Path) -> tuple[list[dict], str]:
+    """A user's training file (records, sha256), checked as training data; parsed once per process
+    as long as the file does not change (the up-front check and the run read the same parse)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    stat = path.stat()
+    return _read_local_cached(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _read_local_cached(path: str, mtime_ns: int, size: int) -> tuple[list[dict], str]:
+    return read_json_records(Path(path), required=TRAIN_FIELDS)
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -132,7 +157,8 @@ def remote(name: str, cache_dir: str | Path, timeout: float = 30.0) -> tuple[lis
     data = cached.read_bytes()
     if git_blob_sha1(data) != blob:
         raise DataError(f"{cached}: git blob SHA-1 does not match {blob}; delete the file to refetch it")
-    records = validate_records(json.loads(data), str(cached))
+    records = validate_records(json.loads(data), str(cached), TEST_FIELDS if relpath.startswith("dataset/")
+                               else TRAIN_FIELDS)
     return records, {"path": str(cached), "records": len(records), "sha256": hashlib.sha256(data).hexdigest(),
                      "source": f"LLM-Adapters {relpath} (blob {blob})", "approximate": False}
 

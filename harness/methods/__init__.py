@@ -1,13 +1,17 @@
-"""Fine-tuning methods: one small function per method behind a registry.
+"""Fine-tuning methods: one registry entry per method, each owning its whole recipe.
 
-A method function takes the loaded base model, its MethodConfig and a MethodContext, and returns
-a Prepared: the model to train (base frozen where the method says so), notes for the record, and
-a function that saves the method's weights as safetensors. conf/method/<name>.yaml selects it by
-`name`; quantisation of the base is declared in the YAML and applied at load time.
-Every module in this package is imported on first lookup, so a new method is one file + one YAML.
+A `Method` declares what the rest of the harness needs to know about it, so the runner, the
+benchmark, the VRAM estimator and the report derive their behaviour and method lists from here,
+never from hand-kept lists: whether it trains, which parts of the method config it reads, the
+peft config class whose fields `method.peft` must match, whether the base may or must be loaded
+in 4/8 bits, whether base weights train, whether it folds into the base for evaluation, and how
+its saved weights are loaded back. conf/method/<name>.yaml holds its hyper-parameters; every
+module in this package is imported on first lookup, so a new method is one file (or one entry)
+plus one YAML.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -16,6 +20,22 @@ import torch
 from harness.errors import ConfigError
 from harness.registry import import_package_modules
 
+# bitsandbytes (imported by peft) warns at import on AVX512-BF16 CPUs that it cannot fetch an
+# optional CPU kernel from the Hugging Face Hub; its own fallback is used. Not the user's problem.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+# Report grouping, in display order.
+FAMILIES = {
+    "base": "base model (no fine-tuning)",
+    "full": "full fine-tuning",
+    "lora": "LoRA variants",
+    "adapter": "bottleneck adapters",
+    "prompt": "prompt-based",
+    "multiplicative": "multiplicative / orthogonal",
+    "selective": "selective (a subset of the base's own parameters)",
+}
+QUANTIZATION = ("none", "optional", "required")
+
 
 @dataclass
 class MethodContext:
@@ -23,6 +43,7 @@ class MethodContext:
     model_ref: str  # what from_pretrained was given (for tokenizer-based initialisations)
     device: torch.device
     gradient_checkpointing: bool = False
+    total_steps: int = 0  # optimizer steps of the run (schedules such as AdaLoRA's rank budget)
 
 
 @dataclass
@@ -30,32 +51,92 @@ class Prepared:
     model: torch.nn.Module
     save: Callable[[str], None]
     notes: dict = field(default_factory=dict)
-    trains: bool = True  # False for method=none
 
 
-METHODS: dict[str, Callable] = {}
+@dataclass(frozen=True)
+class Method:
+    name: str
+    build: Callable  # (base model, MethodConfig, MethodContext) -> Prepared
+    family: str
+    load: Callable | None = None  # (base model, checkpoint dir) -> model with the trained weights
+    trains: bool = True
+    sections: tuple = ()  # method config sections it reads besides name and lr
+    peft_config: str | None = None  # peft class name whose fields method.peft must match
+    quantization: str = "none"  # none | optional | required: a 4/8-bit base
+    frozen_base: bool = True  # False when base weights train (full fine-tuning)
+    merges_for_eval: bool = False  # folded into an unquantised base for evaluation (LoRA-like)
+    quantization_bits: tuple = (4, 8)  # the bit widths a quantised base may use
+
+    def __post_init__(self):
+        if self.family not in FAMILIES or self.quantization not in QUANTIZATION:
+            raise ValueError(f"method {self.name}: bad family {self.family!r} or quantization {self.quantization!r}")
+
+    @property
+    def flops_per_param_token(self) -> int:
+        """≈6N per token when base weights get gradients (forward, input and weight gradients);
+        ≈4N when the base is frozen (forward and input gradients; adapter weight gradients are small)."""
+        return 4 if self.frozen_base else 6
 
 
-def register(name: str):
-    def deco(fn):
-        METHODS[name] = fn
-        return fn
-    return deco
+METHODS: dict[str, Method] = {}
 
 
-def _load_all() -> None:
+def register(method: Method) -> Method:
+    if method.name in METHODS:
+        raise ValueError(f"method {method.name} registered twice")
+    METHODS[method.name] = method
+    return method
+
+
+def all_methods() -> dict[str, Method]:
+    """Every registered method, in registration order within family display order."""
     import_package_modules(__name__)
+    order = list(FAMILIES)
+    return dict(sorted(METHODS.items(), key=lambda kv: order.index(kv[1].family)))
 
 
-def get_method(name: str) -> Callable:
-    _load_all()
-    if name not in METHODS:
-        raise ConfigError(f"unknown method '{name}'; choose method= one of {sorted(METHODS)}")
-    return METHODS[name]
+def get(name: str) -> Method:
+    methods = all_methods()
+    if name not in methods:
+        from harness.suggest import did_you_mean
+        raise ConfigError(f"unknown method '{name}'{did_you_mean(name, methods)}; choose method= one of "
+                          f"{', '.join(methods)}")
+    return methods[name]
 
 
 def apply(model, cfg, ctx: MethodContext) -> Prepared:
-    return get_method(cfg.name)(model, cfg, ctx)
+    """Apply method `cfg.name` to a loaded base: gradient checkpointing switched on the way the
+    method needs it (k-bit preparation for a quantised base), then the method's own build."""
+    spec = get(cfg.name)
+    quantized = bool(getattr(model, "is_quantized", False))
+    if quantized and spec.trains:
+        from peft import prepare_model_for_kbit_training
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=ctx.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif ctx.gradient_checkpointing and spec.trains:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if spec.frozen_base:  # checkpointed blocks need an input that requires grad to backpropagate
+            model.enable_input_require_grads()
+    prepared = spec.build(model, cfg, ctx)
+    if quantized:
+        disable_bnb_cpu_inference_repack(prepared.model)
+        prepared.notes.setdefault("base_quantization", f"{cfg.quantization.bits}bit")
+    return prepared
+
+
+def disable_bnb_cpu_inference_repack(model) -> int:
+    """bitsandbytes on CPUs with AVX512-BF16: a no-grad forward makes Linear4bit repack its weights
+    for inference, after which LoRA above it silently gets no gradient. Turn that path off."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    n = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

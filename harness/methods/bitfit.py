@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from harness.errors import ConfigError
-from harness.methods import Prepared, freeze, register, save_tensors
+from harness.methods import Method, Prepared, freeze, register, save_tensors
 
 WEIGHTS = "bitfit_biases.safetensors"
 
@@ -39,7 +39,6 @@ def bias_state_dict(model: nn.Module) -> dict:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-@register("bitfit")
 def bitfit(model, cfg, ctx) -> Prepared:
     freeze(model)
     added, existing = add_zero_biases(model, set(cfg.bitfit_targets))
@@ -50,9 +49,6 @@ def bitfit(model, cfg, ctx) -> Prepared:
             n_trainable += 1
     if n_trainable == 0:
         raise ConfigError("bitfit found no bias terms and none of method.bitfit_targets matched a Linear layer")
-    if ctx.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
 
     def save(out_dir: str) -> None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -64,3 +60,19 @@ def bitfit(model, cfg, ctx) -> Prepared:
         "bitfit_added_zero_biases": added, "bitfit_existing_biases": existing,
         "bitfit_note": "zero-initialised biases added to bias-free projections; step 0 equals the base model"
         if added else "model's own biases trained"})
+
+
+def load_bitfit(model: nn.Module, in_dir: str) -> nn.Module:
+    """Add the saved biases to a base model (the same zero biases first, where it had none)."""
+    from safetensors.torch import load_file
+    meta = json.loads((Path(in_dir) / "bitfit_config.json").read_text())
+    add_zero_biases(model, set(meta["targets"]))
+    weights = load_file(str(Path(in_dir) / WEIGHTS))
+    missing = sorted(set(weights) - {n for n, _ in model.named_parameters()})
+    if missing:
+        raise ConfigError(f"{in_dir}: biases {missing[:3]} do not exist in this model; saved from another base?")
+    model.load_state_dict(weights, strict=False)
+    return model
+
+
+register(Method(name="bitfit", build=bitfit, load=load_bitfit, family="selective", sections=("bitfit_targets",)))

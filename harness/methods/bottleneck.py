@@ -17,7 +17,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from harness.errors import ConfigError
-from harness.methods import Prepared, freeze, register, save_tensors
+from harness.methods import Method, Prepared, freeze, register, save_tensors
 
 WEIGHTS = "bottleneck_adapters.safetensors"
 CONFIG = "bottleneck_config.json"
@@ -145,15 +145,13 @@ def _bottleneck(kind: str):
     def method(model, cfg, ctx) -> Prepared:
         a = cfg.adapter
         config = dict(kind=kind, bottleneck_size=a.bottleneck_size, non_linearity=a.non_linearity,
-                      dropout=a.dropout, scaling=a.scaling, init_weights=a.init_weights)
+                      dropout=a.dropout, scaling=a.scaling, init_weights=str(a.init_weights))
         n = add_adapters(model, **config)
-        if ctx.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
         return Prepared(model=model, save=lambda out_dir: save_adapters(model, out_dir, config),
                         notes={"adapters_added": n, "placement": "after MLP" if kind == "series" else "beside MLP"})
     return method
 
 
-register("adapter_series")(_bottleneck("series"))
-register("adapter_parallel")(_bottleneck("parallel"))
+for _kind in WRAPPERS:
+    register(Method(name=f"adapter_{_kind}", build=_bottleneck(_kind), load=load_adapters, family="adapter",
+                    sections=("adapter",)))

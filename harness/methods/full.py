@@ -1,25 +1,27 @@
 """Full fine-tuning, and method=none (base-model evaluation)."""
 from pathlib import Path
 
-from harness.methods import Prepared, freeze, register
+from harness.methods import Method, Prepared, freeze, register
 
 
-def _save_full(model):
-    def save(out_dir: str) -> None:
-        model.save_pretrained(Path(out_dir), safe_serialization=True)
-    return save
-
-
-@register("full")
-def full(model, cfg, ctx) -> Prepared:
+def _build_full(model, cfg, ctx) -> Prepared:
     for p in model.parameters():
         p.requires_grad_(True)
-    if ctx.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return Prepared(model=model, save=_save_full(model))
+    return Prepared(model=model, save=lambda out_dir: model.save_pretrained(Path(out_dir), safe_serialization=True))
 
 
-@register("none")
-def none(model, cfg, ctx) -> Prepared:
+def _load_full(model, checkpoint_dir: str):
+    """The saved model replaces the base entirely (same architecture, every weight trained)."""
+    from transformers import AutoModelForCausalLM
+    param = next(model.parameters())
+    return AutoModelForCausalLM.from_pretrained(checkpoint_dir, dtype=param.dtype).to(param.device)
+
+
+def _build_none(model, cfg, ctx) -> Prepared:
     freeze(model)
-    return Prepared(model=model, save=lambda out_dir: None, trains=False, notes={"base_model_only": True})
+    return Prepared(model=model, save=lambda out_dir: None, notes={"base_model_only": True})
+
+
+register(Method(name="full", build=_build_full, load=_load_full, family="full", frozen_base=False))
+register(Method(name="none", build=_build_none, load=lambda model, checkpoint_dir: model, family="base",
+                trains=False))

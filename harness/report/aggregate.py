@@ -1,20 +1,22 @@
-"""Pure functions from records to comparable rows and seed-aggregated groups (no files, no pandas).
+"""From records to comparable rows and seed-aggregated groups (pure: no files).
 
 A record becomes a flat row (`flatten`). Rows that would be averaged must have been computed the
 same way, so a group is keyed by model, method, task, training set, scoring, eval limit and
 decoding, plus a `variant` label naming any other config key that differs between runs of that
 key (e.g. `method.lr=0.0001`), so two learning rates are never averaged together. Within a group
-the runs differ only by seed: values are the mean and the sample standard deviation (n-1).
+the runs differ only by seed: values are the mean and the sample standard deviation (n-1), by a
+pandas groupby (`by_group`, which the regression gate uses too).
 """
 from __future__ import annotations
 
 import json
 import math
-import statistics
+
+import pandas as pd
 
 from harness import tasks
 from harness.config import NON_SEMANTIC_KEYS
-from harness.report.load import Corrupt
+from harness.record import Corrupt
 
 KEY = ("model", "method", "task", "train_set", "scoring", "eval_limit", "decoding")
 GROUP_KEY = KEY + ("variant",)
@@ -57,21 +59,6 @@ def device_identity(meta: dict) -> str | None:
     return name
 
 
-def record_averages(acc: dict, overlap: set, family) -> dict:
-    """The paper's average, the all-sets average and the average without overlapping sets; each
-    None unless every set it needs was evaluated (a subset run has no comparable average)."""
-    out = {"avg_paper": None, "avg_all": None, "avg_clean": None}
-    if family is None:
-        out["avg_all"] = _mean(list(acc.values()))
-        return out
-    if all(s in acc for s in family.paper_average):
-        out["avg_paper"] = _mean([acc[s] for s in family.paper_average])
-    if all(s in acc for s in family.test_sets):
-        out["avg_all"] = _mean([acc[s] for s in family.test_sets])
-        out["avg_clean"] = _mean([acc[s] for s in family.test_sets if s not in overlap])
-    return out
-
-
 def flatten(rec: dict) -> dict:
     """One record as a flat row with what tables, plots and the regression gate read."""
     info = rec.get("run_info") or {}
@@ -106,7 +93,7 @@ def flatten(rec: dict) -> dict:
         "decoding": decoding or "-",
         "config": dotted(cfg),
         "acc": acc, "overlap": overlap, "approximate": approx,
-        **record_averages(acc, overlap, family),
+        **tasks.averages(family, acc, overlap),
         "parse_failure_rate": _mean([v.get("parse_failure_rate") for v in ev.values() if isinstance(v, dict)]),
         "eval_qps": _mean([v.get("questions_per_second") for v in ev.values() if isinstance(v, dict)]),
         "trainable": params.get("trainable"), "total_params": params.get("total"),
@@ -160,36 +147,54 @@ def assign_variants(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (None with fewer than two values) of the non-missing."""
-    vals = [float(v) for v in values if v is not None]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+# what a group holds as (mean, std) over its seeds, besides the accuracy of each test set
+FIELDS = ("avg_paper", "avg_all", "avg_excluding_overlap", "parse_failure_rate", "eval_qps", "trainable",
+          "total_params", "trainable_pct", "mem_train_gib", "mem_eval_gib", "tokens_per_second", "forgetting_avg")
+
+
+def _value(v) -> float | None:
+    # pandas' NaN (no value, or the std of one seed) is shown as missing, never as a number
+    return None if pd.isna(v) else float(v)
+
+
+def by_group(rows: list[dict], keys: tuple, fields: tuple = FIELDS) -> list[tuple[list[dict], dict]]:
+    """Rows grouped by the fields `keys` (groups and their members in input order), each group with
+    {field: (mean, std)} for `fields` and {'acc': {set: (mean, std)}} for the sets any member
+    evaluated. Missing values are skipped; std is the sample one (ddof=1), None for one value."""
+    if not rows:
+        return []
+    sets = sorted({s for r in rows for s in r["acc"]})
+    values = pd.DataFrame([[r[f] for f in fields] + [r["acc"].get(s) for s in sets] for r in rows],
+                          columns=[*fields, *(f"acc:{s}" for s in sets)], dtype=float)
+    # dropna=False: a None in a key (an old record without a training set) is a key like any other
+    ids = pd.DataFrame([[r[k] for k in keys] for r in rows], columns=list(keys)).groupby(
+        list(keys), dropna=False, sort=False).ngroup()
+    stats = values.groupby(ids).agg(["mean", "std"])
+    out = []
+    for gid, index in ids.groupby(ids, sort=False).groups.items():
+        st = stats.loc[gid]
+        pair = {c: (_value(st[(c, "mean")]), _value(st[(c, "std")])) for c in values.columns}
+        group = {f: pair[f] for f in fields}
+        group["acc"] = {s: pair[f"acc:{s}"] for s in sets if pair[f"acc:{s}"][0] is not None}
+        out.append(([rows[i] for i in index], group))
+    return out
 
 
 def aggregate(rows: list[dict], extra_key: tuple = ()) -> list[dict]:
     """Groups of ok rows that differ only by seed: per set and per average, mean and std.
     `extra_key` adds fields to the group key (the efficiency table adds 'device')."""
     rows = assign_variants([r for r in rows if r["status"] == "ok"])
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r[k] for k in GROUP_KEY + extra_key), []).append(r)
+    rows.sort(key=lambda m: (str(m["seed"]), str(m["run_id"])))  # members listed by seed
     out = []
-    for key, members in groups.items():
-        members.sort(key=lambda m: (str(m["seed"]), str(m["run_id"])))
-        g = dict(zip(GROUP_KEY + extra_key, key))
+    for members, stats in by_group(rows, GROUP_KEY + extra_key):
+        g = {k: members[0][k] for k in GROUP_KEY + extra_key}
         g["n"] = len(members)
         g["seeds"] = [m["seed"] for m in members]
         g["run_ids"] = [m["run_id"] for m in members]
-        sets = sorted({s for m in members for s in m["acc"]})
-        g["acc"] = {s: mean_std([m["acc"].get(s) for m in members]) for s in sets}
+        g["acc"] = stats["acc"]
         g["overlap"] = set().union(*(m["overlap"] for m in members))
         g["approximate"] = set().union(*(m["approximate"] for m in members))
-        for field in ("avg_paper", "avg_all", "avg_clean", "parse_failure_rate", "eval_qps", "trainable",
-                      "total_params", "trainable_pct", "mem_train_gib", "mem_eval_gib", "tokens_per_second",
-                      "forgetting_avg"):
-            g[field] = mean_std([m[field] for m in members])
+        g.update({f: stats[f] for f in FIELDS})
         g["mem_kind"] = " / ".join(sorted({m["mem_kind"] for m in members if m["mem_kind"]})) or None
         g["devices"] = sorted({m["device_name"] or "?" for m in members})
         out.append(g)

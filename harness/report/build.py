@@ -12,8 +12,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.record import load_records, runs_dir
 from harness.report import aggregate, plots, render, tables
-from harness.report.load import load_published, load_records, runs_dir
+from harness.report.load import load_published
 
 PLOTS = ("acc_vs_vram.png", "acc_vs_params.png")
 

@@ -80,7 +80,7 @@ def avg_columns(family, any_overlap: bool) -> list[tuple[str, str]]:
     else:
         cols = [("avg_paper", "Avg (paper)"), ("avg_all", f"Avg ({len(sets)} sets)")]
     if any_overlap:
-        cols.append(("avg_clean", "Avg (no overlap)"))
+        cols.append(("avg_excluding_overlap", "Avg (no overlap)"))
     return cols
 
 
@@ -98,7 +98,7 @@ def _our_rows(family, groups: list[dict], avgs: list[tuple[str, str]]) -> list[d
             data[s], data[f"{s}_std"] = mean, std
         for fld, _ in avgs:
             covered = paper if fld == "avg_paper" else set(family.test_sets) - (
-                g["overlap"] if fld == "avg_clean" else set())
+                g["overlap"] if fld == "avg_excluding_overlap" else set())
             marks = (DAGGER if covered & g["overlap"] else "") + (APPROX if covered & g["approximate"] else "")
             mean, std = g[fld]
             cells[fld] = fmt_acc(mean, std, marks)

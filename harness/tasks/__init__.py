@@ -5,7 +5,7 @@ plus one YAML in conf/task/. Scoring rules live in harness.extract.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness import data
@@ -45,7 +45,6 @@ class TaskFamily:
     train_sets: dict
     paper_average: tuple  # the sets the paper averages
     max_new_tokens: int
-    notes: dict = field(default_factory=dict)
 
     def test_set(self, name: str) -> TestSet:
         if name not in self.test_sets:
@@ -62,6 +61,31 @@ class TaskFamily:
 
 
 FAMILIES: dict[str, TaskFamily] = {}
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def averages(family: TaskFamily | None, acc: dict, overlap=()) -> dict:
+    """The one definition of every average a record, table, sweep line or regression shows.
+
+    avg_paper: the paper's average (arithmetic: GSM8K, AQuA, MAWPS, SVAMP; commonsense: all 8);
+    avg_all: every test set of the family; avg_excluding_overlap: every set that does not overlap
+    the training data. Each is None unless every set it needs was evaluated, so a run on a subset of
+    the sets never shows an average that reads like the full one. avg_evaluated: the mean of the
+    sets this run evaluated, whatever they are (progress lines; never compared across runs).
+    """
+    out = {"avg_paper": None, "avg_all": None, "avg_excluding_overlap": None,
+           "avg_evaluated": _mean(list(acc.values()))}
+    if family is None:
+        return out
+    if all(s in acc for s in family.paper_average):
+        out["avg_paper"] = _mean([acc[s] for s in family.paper_average])
+    if all(s in acc for s in family.test_sets):
+        out["avg_all"] = _mean([acc[s] for s in family.test_sets])
+        out["avg_excluding_overlap"] = _mean([acc[s] for s in family.test_sets if s not in set(overlap)])
+    return out
 
 
 def register(family: TaskFamily) -> TaskFamily:
@@ -138,7 +162,7 @@ def load_train_set(tr: TrainSet, cache_dir: str) -> tuple[list[dict], list[dict]
     records, provenance = [], []
     if tr.local:
         path = Path(tr.local).expanduser()
-        recs, digest = data.read_json_records(path)
+        recs, digest = data.read_local(path)
         records += recs
         provenance.append({"name": str(path), "path": str(path.resolve()), "records": len(recs), "sha256": digest,
                            "source": "user-provided file", "approximate": False})

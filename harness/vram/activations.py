@@ -38,7 +38,7 @@ def kv_repeated(shape: ModelShape, s: Setup) -> bool:
 
 def _norm_bytes(dim: int, s: Setup, shape: ModelShape, dt: Dtypes) -> float:
     """One RMSNorm over `dim` features: fp32 input + rsqrt, plus the normalised tensor when the weight trains."""
-    trains = s.method == "full"
+    trains = s.kind == "full"
     normalised = (4 if shape.norm_style == "gemma" else dt.residual) if trains else 0
     return (4 + normalised) * dim + 4
 
@@ -51,7 +51,7 @@ def layer_bytes_per_token(shape: ModelShape, s: Setup, dt: Dtypes) -> dict[str, 
     if shape.qk_norm:
         parts["q/k norms"] = (_norm_bytes(shape.head_dim, s, shape, dt) - 4) * (shape.heads + shape.kv_heads) \
             + 4 * (shape.heads + shape.kv_heads)
-    if s.method == "full" or s.quant_bits == 8:
+    if s.kind == "full" or s.quant_bits == 8:
         # inputs of q/k/v and of gate/up (norm outputs), and of down (the MLP product); o_proj's input
         # is the attention output, already saved by the attention kernel
         parts["projection inputs"] = 2 * dt.residual * h + dt.proj_out * i
@@ -95,7 +95,7 @@ def frozen_prefix_bytes_per_token(shape: ModelShape, s: Setup, dt: Dtypes, layer
     of layer 0 before its adapter (a norm on the MLP output comes after it), whose K/V then live only
     in the cache. Full fine-tuning and prompt
     tuning train the input itself; checkpointing keeps only layer inputs anyway."""
-    if s.method in ("full", "prompt_tuning", "none") or s.gradient_checkpointing:
+    if s.kind in ("full", "prompt", "none") or s.gradient_checkpointing:
         return 0.0, 0.0
     if s.adapter_kind:
         extra_kv = 0.0
@@ -118,7 +118,7 @@ def head_bytes_per_token(shape: ModelShape, s: Setup, dt: Dtypes) -> float:
     """Outside the decoder layers: the final norm, the head's input when the head trains, the int64
     labels cross-entropy keeps, and the shared boolean padding mask (one byte per key position)."""
     total = _norm_bytes(shape.hidden, s, shape, dt) + 8
-    if s.method == "full":  # the head's input, and the token ids the embedding gradient needs
+    if s.kind == "full":  # the head's input, and the token ids the embedding gradient needs
         total += dt.residual * shape.hidden + 8
     if s.padded:
         total += s.seq_len
@@ -128,7 +128,7 @@ def head_bytes_per_token(shape: ModelShape, s: Setup, dt: Dtypes) -> float:
 def head_copy_bytes(shape: ModelShape, s: Setup) -> float:
     """A fp32 output head (quantised bases after prepare_model_for_kbit_training) is cast to bf16 by
     autocast for the logits matmul; backward needs that copy, so it lives through the step."""
-    if s.autocast and s.method in ("qlora4", "qlora8") and s.trains:
+    if s.autocast and s.quant_bits and s.trains:
         return 2.0 * shape.lm_head.numel
     return 0.0
 

@@ -63,12 +63,8 @@ def _assumptions(s: Setup, shape: ModelShape) -> list[str]:
     out.append(f"batch per forward = micro_batch_size={s.micro_batch} (effective batch {s.batch_size} via "
                f"{s.accumulation} accumulation step{'s' if s.accumulation > 1 else ''}); activations scale "
                f"with the batch per forward")
-    if s.micro_batch_size > s.batch_size:
-        out.append(f"train.batch_size={s.batch_size} < train.micro_batch_size={s.micro_batch_size}: the harness "
-                   f"rejects this (batch must be a multiple of micro batch); estimated with {s.batch_size} per "
-                   f"forward - pass train.micro_batch_size={s.batch_size} too")
     seq = f"sequence = train.cutoff_len={s.cutoff_len} tokens for every example"
-    if s.method == "prompt_tuning":
+    if s.kind == "prompt":
         seq += f" + {s.virtual_tokens} virtual tokens"
     out.append(seq + " (the longest batch sets the peak; shorter data peaks lower)")
     if s.quant_bits == 4:
@@ -77,11 +73,11 @@ def _assumptions(s: Setup, shape: ModelShape) -> list[str]:
     elif s.quant_bits == 8:
         out.append("bitsandbytes LLM.int8 on every Linear but lm_head (int8 + fp32 row scale); "
                    "prepare_model_for_kbit_training makes the rest fp32")
-    if s.method == "full":
+    if s.kind == "full":
         out.append("full fine-tuning: bf16 weights, bf16 gradients, torch AdamW states in bf16 "
                    "(2+2+2+2 = 8 bytes/param, no fp32 master copy)" if s.autocast else
                    "full fine-tuning: fp32 weights, gradients and AdamW states (16 bytes/param)")
-    elif s.method == "bitfit":
+    elif s.kind == "bitfit":
         out.append("frozen base; biases train in the weights' dtype (new zero biases too), with gradients "
                    "and AdamW states in that dtype")
     elif s.trains:
@@ -134,7 +130,7 @@ def estimate(cfg: dict, optim: str = "adamw") -> Estimate:
     ts = P.trainables(shape, s, dt)
     if not ts or not any(t.total for t in ts):
         raise ConfigError(f"method '{s.method}' leaves no trainable parameters in {name} "
-                          f"(check method.lora.target_modules / method.bitfit_targets)")
+                          f"(check method.peft.target_modules / method.bitfit_targets)")
     weights = P.weight_bytes(shape, s, dt)
     dora_all, dora_one = P.dora_weight_copy_bytes(shape, s)
     copies = {"bf16 copies of fp32 trainable weights": P.autocast_copy_bytes(ts, s),

@@ -68,9 +68,9 @@ def lora_matches(shape: ModelShape, targets) -> list[Linear]:
 
 
 def trainables(shape: ModelShape, s: Setup, dt: Dtypes) -> list[Trainable]:
-    if s.method == "none":
+    if s.kind == "none":
         return []
-    if s.method == "full":
+    if s.kind == "full":
         return [Trainable(name, n, 1, dt.base_weight, in_weights=True) for name, n in shape.param_numels]
     out: list[Trainable] = []
     if s.lora:
@@ -82,7 +82,7 @@ def trainables(shape: ModelShape, s: Setup, dt: Dtypes) -> list[Trainable]:
     elif s.adapter_kind:
         out.append(Trainable("adapter down", shape.hidden * s.adapter_size, shape.mlp_modules, 4))
         out.append(Trainable("adapter up", s.adapter_size * shape.hidden, shape.mlp_modules, 4))
-    elif s.method == "bitfit":
+    elif s.kind == "bitfit":
         targets = set(s.bitfit_targets)
         for lin in shape.linears:  # new zero biases take the weight's dtype (harness/methods/bitfit.py)
             if lin.short in targets and not lin.has_bias:
@@ -90,7 +90,7 @@ def trainables(shape: ModelShape, s: Setup, dt: Dtypes) -> list[Trainable]:
         for name, n in shape.param_numels:  # the model's own biases train too, in their dtype
             if name.endswith(".bias"):
                 out.append(Trainable(name, n, 1, dt.base_weight, in_weights=True))
-    elif s.method == "prompt_tuning":
+    elif s.kind == "prompt":
         out.append(Trainable("soft prompt", s.virtual_tokens * shape.hidden, 1, 4))
     return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness import record
 from harness.errors import HarnessError
 from harness.vram import constants as C
 from harness.vram.estimate import as_dict, estimate
@@ -17,19 +18,15 @@ NO_RECORDS = "no CUDA records in {runs}: validation needs GPU runs"
 
 
 def cuda_records(results_dir: Path) -> list[tuple[Path, dict]]:
+    """(file, record) of the qualifying records, read by the one record reader (harness.record):
+    a corrupt or partial file is not a record here either."""
     out = []
-    for path in sorted((Path(results_dir) / "runs").glob("*.json")):
-        try:
-            rec = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # unreadable or partial: not a record
-        if not isinstance(rec, dict) or rec.get("status") != "ok":
-            continue
-        if (rec.get("meta_info") or {}).get("device_type") != "cuda":
+    for rec in record.load_records(Path(results_dir) / "runs")[0]:
+        if rec["status"] != "ok" or (rec.get("meta_info") or {}).get("device_type") != "cuda":
             continue
         peak = ((rec.get("memory") or {}).get("train") or {}).get("peak_allocated_gib")
         if isinstance(peak, (int, float)) and peak > 0 and isinstance((rec.get("run_info") or {}).get("config"), dict):
-            out.append((path, rec))
+            out.append((Path(rec["_path"]), rec))
     return out
 
 

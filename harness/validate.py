@@ -1,0 +1,203 @@
+"""Every check a composed run config must pass, in one place, before anything is loaded or written.
+
+`check(cfg)` is called by every entry point (python -m harness for each run of a sweep,
+harness.bench, harness.vram) through harness.overrides. Closed choices (scoring, precision, model
+source, ...) are enums in harness/config.py, so OmegaConf has refused bad ones already; what is
+left here are ranges, cross-key consistency, and what the chosen method, task and model accept.
+Each failure is one ConfigError whose message names the key and the fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from harness import data, methods, models, tasks
+from harness.errors import ConfigError
+from harness.suggest import did_you_mean
+
+
+def _at_least(cfg, key: str, minimum, why: str = "") -> None:
+    value = _get(cfg, key)
+    if value < minimum:
+        raise ConfigError(f"{key}={value} must be >= {minimum}{why}")
+
+
+def _get(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def check(cfg, here: bool = True) -> None:
+    """Raise ConfigError on the first problem; return None when the config can run. `here=False`
+    checks a config meant for another machine (the VRAM estimator sizing a GPU from a laptop):
+    whether its device exists and its model files are installed here is then not asked."""
+    spec = methods.get(cfg.method.name)
+    check_method(cfg.method, spec)
+    if spec.trains:
+        check_training(cfg.train, cfg.method.lr)
+    check_task(cfg)
+    check_evaluation(cfg)
+    for key in ("resume.every_steps", "resume.every_minutes", "seed"):
+        _at_least(cfg, key, 0)
+    if cfg.cluster.gpu_memory_gib <= 0:
+        raise ConfigError(f"cluster.gpu_memory_gib={cfg.cluster.gpu_memory_gib} must be positive")
+    check_device(cfg.device, cfg.train, here)
+    if here:
+        models.check(cfg.model)
+
+
+def check_training(t, lr: float) -> None:
+    if not lr > 0:
+        raise ConfigError(f"method.lr={lr} must be positive (the recipe's is in conf/method/<name>.yaml)")
+    if t.batch_size <= 0 or t.micro_batch_size <= 0:
+        raise ConfigError(f"train.batch_size ({t.batch_size}) and train.micro_batch_size ({t.micro_batch_size}) "
+                          f"must be positive integers")
+    if t.batch_size % t.micro_batch_size:
+        raise ConfigError(f"train.batch_size ({t.batch_size}) must be a multiple of train.micro_batch_size "
+                          f"({t.micro_batch_size})")
+    if t.max_steps < 0:
+        raise ConfigError(f"train.max_steps={t.max_steps} must be >= 0 (0: train.epochs decides the length)")
+    if t.epochs < 0 or (t.max_steps == 0 and t.epochs == 0):
+        raise ConfigError(f"nothing to train: train.epochs={t.epochs}, train.max_steps={t.max_steps}; set "
+                          f"train.epochs > 0 or train.max_steps > 0")
+    if t.cutoff_len < 8:
+        raise ConfigError(f"train.cutoff_len={t.cutoff_len} is too small; the paper uses 256")
+    for key in ("limit", "warmup_steps"):
+        if t[key] < 0:
+            raise ConfigError(f"train.{key}={t[key]} must be >= 0")
+    if t.weight_decay < 0 or t.max_grad_norm < 0:
+        raise ConfigError(f"train.weight_decay ({t.weight_decay}) and train.max_grad_norm ({t.max_grad_norm}) "
+                          f"must be >= 0 (max_grad_norm 0 turns clipping off)")
+    if t.log_every < 1:
+        raise ConfigError(f"train.log_every={t.log_every} must be >= 1")
+
+
+def check_method(m, spec: methods.Method) -> None:
+    bits = m.quantization.bits
+    if bits and spec.quantization == "none":
+        able = [n for n, s in methods.all_methods().items() if s.quantization != "none"]
+        raise ConfigError(f"method={spec.name} does not run on a quantised base (method.quantization.bits={bits}); "
+                          f"quantised bases are for {', '.join(able)}")
+    if spec.quantization == "required" and not bits:
+        raise ConfigError(f"method={spec.name} needs method.quantization.bits (one of {spec.quantization_bits})")
+    if bits and bits not in spec.quantization_bits:
+        raise ConfigError(f"method.quantization.bits={bits}: method={spec.name} takes one of {spec.quantization_bits}")
+    if spec.peft_config:
+        check_peft_keys(m, spec)
+    if "adapter" in spec.sections:
+        from transformers.activations import ACT2FN
+        a = m.adapter
+        if a.non_linearity not in ACT2FN:
+            raise ConfigError(f"method.adapter.non_linearity='{a.non_linearity}' is not an activation"
+                              f"{did_you_mean(a.non_linearity, ACT2FN)}; e.g. tanh, relu, gelu, silu")
+        if a.bottleneck_size <= 0 or not 0 <= a.dropout < 1:
+            raise ConfigError(f"method.adapter.bottleneck_size ({a.bottleneck_size}) must be positive and "
+                              f"method.adapter.dropout ({a.dropout}) in [0, 1)")
+    if "bitfit_targets" in spec.sections and not m.bitfit_targets:
+        raise ConfigError("method.bitfit_targets is empty: name the projections that get trainable biases")
+
+
+# peft config fields the harness fills in itself (or that describe a saved adapter, not a recipe)
+HARNESS_SETS = {"task_type", "peft_type", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping",
+                "peft_version", "runtime_config", "tokenizer_name_or_path"}
+
+
+def peft_arguments(class_name: str) -> set[str]:
+    """The keyword arguments a recipe may give peft's config class `class_name`."""
+    import peft
+    return {f.name for f in dataclasses.fields(getattr(peft, class_name)) if f.init} - HARNESS_SETS
+
+
+def check_peft_keys(m, spec: methods.Method) -> None:
+    """method.peft must hold keyword arguments of the method's peft config class. A key another
+    method's class takes (lora_dropout in a sweep over lora and prompt_tuning) is not a typo: this run
+    ignores it, and harness.overrides refuses it when no run of the invocation reads it."""
+    import peft
+    cls = getattr(peft, spec.peft_config)
+    valid = peft_arguments(spec.peft_config)
+    elsewhere = set().union(*(peft_arguments(s.peft_config) for s in methods.all_methods().values() if s.peft_config))
+    for key in m.peft:
+        if key not in valid and key not in elsewhere:
+            raise ConfigError(f"method.peft.{key} is not a {spec.peft_config} argument"
+                              f"{did_you_mean(key, valid, 'method.peft.')}; valid: {', '.join(sorted(valid))}")
+    for key in ("r", "num_virtual_tokens"):
+        if key in m.peft and not m.peft[key] > 0:
+            raise ConfigError(f"method.peft.{key}={m.peft[key]} must be positive")
+    if not 0 <= m.peft.get("lora_dropout", 0) < 1:
+        raise ConfigError(f"method.peft.lora_dropout={m.peft['lora_dropout']} must be in [0, 1)")
+    try:  # peft's own checks (e.g. rank > 0, conflicting options), without touching a model
+        peft_kwargs = {k: (list(v) if hasattr(v, "__iter__") and not isinstance(v, (str, dict)) else v)
+                       for k, v in m.peft.items() if k in valid}
+        cls(task_type="CAUSAL_LM", **peft_kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"method.peft for {spec.name} ({spec.peft_config}): {exc}") from None
+
+
+def check_task(cfg) -> None:
+    family = tasks.get_family(cfg.task.name)
+    for name in cfg.task.test_sets:
+        family.test_set(name)
+    train_set = family.train_set(cfg.task.train_set)
+    if train_set.local and methods.get(cfg.method.name).trains:
+        if not Path(train_set.local).expanduser().is_file():
+            raise ConfigError(f"task.train_set={cfg.task.train_set}: file not found; give an existing .json / "
+                              f".json.gz file or one of {list(family.train_sets)}")
+        data.read_local(train_set.local)  # a malformed file is refused now, not after the model loaded
+    _at_least(cfg, "task.max_new_tokens", 1)
+
+
+def check_evaluation(cfg) -> None:
+    e = cfg.eval
+    for key in ("eval.batch_size", "forgetting.batch_size", "eval.num_beams"):
+        _at_least(cfg, key, 1)
+    for key in ("eval.limit", "forgetting.limit"):
+        _at_least(cfg, key, 0, " (0 = every item)")
+    if e.max_new_tokens is not None and e.max_new_tokens < 1:
+        raise ConfigError(f"eval.max_new_tokens={e.max_new_tokens} must be >= 1 (or null for the task's default)")
+    family = tasks.get_family(cfg.task.name)
+    names = list(cfg.task.test_sets) or list(family.test_sets)
+    for name in names:
+        size = data.manifest()["files"][f"test/{name}"]["records"]
+        if e.limit > size:
+            raise ConfigError(f"eval.limit={e.limit} is larger than {name} ({size} items); use eval.limit=0 for "
+                              f"every item, or at most {size}")
+    if e.scoring != "generate":
+        bad = [n for n in names if not family.test_set(n).multiple_choice]
+        if bad:
+            raise ConfigError(f"eval.scoring={e.scoring} needs multiple-choice sets; {bad} are not "
+                              f"(use task=commonsense or eval.scoring=generate)")
+    if cfg.forgetting.enabled:
+        check_retention_suite(cfg.forgetting)
+
+
+def check_retention_suite(f) -> list[tasks.TestSet]:
+    known = tasks.all_test_sets()
+    out = []
+    for name in f.test_sets:
+        if name not in known:
+            raise ConfigError(f"forgetting.test_sets: unknown set '{name}'{did_you_mean(name, known)}; "
+                              f"known: {sorted(known)}")
+        if not known[name].multiple_choice:
+            raise ConfigError(f"forgetting.test_sets: '{name}' is not multiple choice (log-likelihood scoring)")
+        size = data.manifest()["files"][f"test/{name}"]["records"]
+        if f.limit > size:
+            raise ConfigError(f"forgetting.limit={f.limit} is larger than {name} ({size} items); "
+                              f"use at most {size}, or 0 for every item")
+        out.append(known[name])
+    return out
+
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def check_device(device: str, t, here: bool = True) -> None:
+    if not _DEVICE.match(str(device)):
+        raise ConfigError(f"device='{device}': use auto, cpu, cuda or cuda:N")
+    if not here:
+        return
+    resolved = models.resolve_device(device)  # cuda asked for but not there: a ModelError
+    if t.fused_loss == "liger" and resolved.type != "cuda":
+        raise ConfigError("train.fused_loss=liger needs a CUDA device; use train.fused_loss=auto or torch")

@@ -1,0 +1,160 @@
+"""One front door for configuration: every case a new user hit is refused before anything is
+loaded or written (exit 2, one line naming the fix), or warned about in the log and the record."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from harness import methods, runner
+from harness.config import compose
+from harness.errors import ConfigError
+from harness.overrides import group_choices, resolve
+from harness.train import total_steps
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = ["model=tiny-random", "task=arithmetic", "train.max_steps=1", "train.batch_size=2",
+         "train.micro_batch_size=2", "eval.limit=1", "eval.max_new_tokens=4", "forgetting.enabled=false",
+         "task.test_sets=[gsm8k]"]
+GOOD = {"instruction": "1+1?", "input": "", "output": "The answer is 2.", "answer": "2"}
+
+
+def cli(results: Path, cache: Path, *args: str, env: dict | None = None, quick=QUICK):
+    cmd = [sys.executable, "-m", "harness", *quick, f"results_dir={results}", f"cache_dir={cache}", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **(env or {})})
+
+
+def refused(done, *words):
+    """Exit 2, one 'error:' line holding `words`, no traceback."""
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    for w in words:
+        assert w in errors[0], (w, errors[0])
+    return errors[0]
+
+
+BAD = {
+    # case: (overrides, words of the one error line)
+    "negative lr (case 1)": (["method=lora", "method.lr=-1e-4"], ["method.lr", "positive"]),
+    "zero lr": (["method=full", "method.lr=0"], ["method.lr", "positive"]),
+    "key typo (case 3)": (["train.max_step=2"], ["unknown key 'train.max_step'", "did you mean train.max_steps",
+                                                  "the keys of train:", "micro_batch_size"]),
+    "+ key typo (case 3)": (["+train.max_step=2"], ["unknown key 'train.max_step'", "did you mean train.max_steps"]),
+    "+ on a typed key": (["+train.max_steps=2"], ["exists already", "train.max_steps=2"]),
+    "schema as a choice (case 4)": (["method=method_schema"], ["unknown method 'method_schema'", "lora"]),
+    "negative max_steps (case 5)": (["train.max_steps=-5"], ["train.max_steps=-5", ">= 0"]),
+    "path for another model source (case 9)": (["model.name_or_path=/nonexistent/dir"],
+                                               ["model.name_or_path", "source hub", "tiny_random"]),
+    "section of another method (case 9)": (["method=lora", "method.adapter.bottleneck_size=8"],
+                                           ["method.adapter", "adapter_series", "method=lora reads"]),
+    "quantised base for full fine-tuning": (["method=full", "method.quantization.bits=4"],
+                                            ["method.quantization", "qlora4"]),
+    "peft key typo": (["method=lora", "method.peft.lora_alpa=8"], ["method.peft.lora_alpa", "LoraConfig",
+                                                            "did you mean method.peft.lora_alpha"]),
+    "lora rank 0": (["method=lora", "method.peft.r=0"], ["method.peft.r=0", "positive"]),
+    "secret-looking key": (["+wandb.api_key=s3cr3tvalue"], ["unknown key 'wandb.api_key'"]),
+    "type error (Hydra's exit 1 before)": (["train.max_steps=abc"], ["train.max_steps", "Integer"]),
+    "bad enum": (["eval.scoring=vibes"], ["eval.scoring", "generate"]),
+    "unknown choice in a sweep": (["-m", "method=lora,lorra"], ["unknown method 'lorra'", "did you mean lora"]),
+    "several values without -m": (["method=lora,dora"], ["add -m"]),
+    "train key for a method that does not train": (["method=none"], ["train.max_steps", "does not train"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_refused_before_anything_is_written(case, tmp_path, work_dirs):
+    overrides, words = BAD[case]
+    results = tmp_path / "results"
+    done = cli(results, work_dirs["cache"], *overrides, "wandb.enabled=true")
+    refused(done, *words)
+    assert not results.exists(), sorted(results.rglob("*"))  # no record, no W&B directory, nothing
+
+
+def test_the_schemas_are_not_choices():
+    for group in ("model", "method", "task"):
+        assert not [c for c in group_choices(group) if "schema" in c]
+    assert set(group_choices("method")) == set(methods.all_methods())  # one YAML per registry entry
+
+
+def test_a_training_file_without_output_is_refused(tmp_path, work_dirs):
+    path = tmp_path / "no_output.json"
+    path.write_text(json.dumps([GOOD, {"instruction": "2+2?", "input": "", "answer": "4"}]))
+    refused(cli(tmp_path / "results", work_dirs["cache"], "method=lora", f"task.train_set={path}"),
+            "no_output.json", "record 1", "'output'")
+    path.write_text(json.dumps([GOOD, {**GOOD, "output": "  "}]))
+    refused(cli(tmp_path / "results", work_dirs["cache"], "method=lora", f"task.train_set={path}"),
+            "record 1", "empty 'output'")
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_training_set_smaller_than_a_batch_is_warned_in_log_and_record(tmp_path, work_dirs):
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps([GOOD]))
+    done = cli(tmp_path / "results", work_dirs["cache"], "method=bitfit", f"task.train_set={path}",
+               "train.batch_size=16", "train.micro_batch_size=16", "wandb.enabled=false")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "fewer than one batch" in done.stdout + done.stderr
+    [rec] = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json")]
+    assert any("fewer than one batch" in w for w in rec["warnings"])
+
+
+def test_max_steps_replaces_epochs_and_an_absurd_run_is_warned(work_dirs):
+    t = OmegaConf.create({"max_steps": 7, "epochs": 3.0, "batch_size": 4})
+    assert total_steps(t, 1000) == 7  # max_steps decides, whatever epochs says
+    assert total_steps(OmegaConf.merge(t, {"max_steps": 0}), 1000) == 750  # ceil(3 x 1000 / 4)
+    cfg = compose(["model=tiny-random", "method=bitfit", "train.max_steps=1000000000000", "wandb.enabled=false",
+                   f"cache_dir={work_dirs['cache']}"])
+    plan = runner.Plan(cfg)
+    _, records, _ = runner.load_data(plan)
+    assert len(records) == 9128  # a capped run tokenises at most the data it has
+    assert any("passes over" in w and "train.max_steps=1000000000000" in w for w in plan.warnings)
+    assert not runner.Plan(compose(["model=tiny-random", "method=bitfit", "train.max_steps=10"])).warnings
+
+
+@pytest.mark.parametrize("fault,status", [("nan@1", "diverged"), ("oom@1", "oom")])
+def test_a_single_run_that_does_not_end_ok_exits_non_zero(fault, status, tmp_path, work_dirs):
+    done = cli(tmp_path / "results", work_dirs["cache"], "method=lora", "wandb.enabled=false",
+               env={"PEFT_BENCH_INJECT_FAULT": fault})
+    assert done.returncode == 1, done.stderr[-2000:]
+    [rec] = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json")]
+    assert rec["status"] == status and "did not end ok" in done.stderr
+
+
+def test_wandb_mode_env_is_honoured_over_a_key(tmp_path, work_dirs):
+    """Case 8: a key in the environment and WANDB_MODE=offline: offline, quickly, record written."""
+    done = cli(tmp_path / "results", work_dirs["cache"], "method=bitfit", "wandb.enabled=true",
+               env={"WANDB_API_KEY": "f" * 40, "WANDB_MODE": "offline"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list((tmp_path / "results" / "runs").glob("*.json"))
+    assert list((tmp_path / "results" / "wandb").rglob("offline-run-*"))  # W&B followed results_dir
+
+
+def test_results_dir_moves_cache_and_wandb(tmp_path):
+    cfg = compose(["model=tiny-random", f"results_dir={tmp_path}/elsewhere"])
+    assert cfg.cache_dir == f"{tmp_path}/elsewhere/cache" and cfg.wandb.dir == f"{tmp_path}/elsewhere/wandb"
+
+
+def test_lora_on_a_4bit_base_is_qlora(work_dirs):
+    """method=lora method.quantization.bits=4 is QLoRA done right, the same recipe as method=qlora4."""
+    pytest.importorskip("bitsandbytes")
+    lora4 = compose(["model=tiny-random", "method=lora", "method.quantization.bits=4"])
+    qlora4 = compose(["model=tiny-random", "method=qlora4"])
+    assert OmegaConf.to_container(lora4.method.quantization) == OmegaConf.to_container(qlora4.method.quantization)
+    assert lora4.method.peft == qlora4.method.peft
+    with pytest.raises(ConfigError, match="takes one of"):
+        compose(["model=tiny-random", "method=qlora4", "method.quantization.bits=8"])
+
+
+def test_a_sweep_checks_every_run_before_starting_any(tmp_path, work_dirs):
+    """A key that applies to some runs of a sweep is fine; one that applies to none is refused."""
+    cfgs, _, multirun = resolve(["model=tiny-random", "method=lora,adapter_series", "method.peft.r=4"], multirun=True)
+    assert multirun and [c.method.name for c in cfgs] == ["lora", "adapter_series"] and cfgs[0].method.peft.r == 4
+    with pytest.raises(ConfigError, match="method.adapter"):
+        resolve(["model=tiny-random", "method=lora,dora", "method.adapter.bottleneck_size=4"], multirun=True)
