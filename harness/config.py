@@ -68,6 +68,11 @@ class HellaswagFile(Choice):
     approx = "approx"
 
 
+class Reuse(Choice):
+    same_code = "same_code"  # a complete record is reused only when the code that made it is this code
+    any = "any"  # a complete record is reused whatever code made it
+
+
 class WandbMode(Choice):
     auto = "auto"  # WANDB_MODE if set, else online with a key, else offline
     online = "online"
@@ -225,6 +230,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     save: bool = True  # save adapter / model weights per run
     force: bool = False  # rerun even if a complete record exists, from step 0 (ignoring training snapshots)
+    reuse: Reuse = Reuse.same_code  # which complete records count as done (harness.env.code_identity)
     vram_check: bool = True  # ask the VRAM estimator before running on a GPU
     sweep: Any = None  # a sweep preset (conf/sweep) only sets hydra.sweeper.params
 
@@ -236,7 +242,8 @@ GROUPS = ("model", "method", "task", "sweep")
 
 
 # keys that do not change what a run computes: left out of the run id
-NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "save", "force", "wandb", "sweep", "vram_check", "cluster", "resume")
+NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "save", "force", "reuse", "wandb", "sweep", "vram_check", "cluster",
+                     "resume")
 
 
 def model_slug(name_or_path: str) -> str:

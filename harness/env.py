@@ -2,10 +2,13 @@
 the command line is recorded redacted (harness.secrets), since an override may carry a token."""
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import platform
 import subprocess
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -25,6 +28,44 @@ def versions() -> dict:
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+# What decides the numbers a run computes: the harness's sources, configs and shipped data, and
+# the packages doing the arithmetic (not wandb or pandas, which only carry and show them).
+SOURCE_ROOTS = ("harness", "conf", "hydra_plugins", "pyproject.toml")
+COMPUTE_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "tokenizers", "safetensors",
+                    "gguf", "datasets")
+
+
+def source_files() -> list[Path]:
+    out = []
+    for root in SOURCE_ROOTS:
+        path = REPO / root
+        if path.is_file():
+            out.append(path)
+        elif path.is_dir():
+            out += [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                    and not p.name.endswith((".pyc", ".egg-info")) and ".egg-info" not in str(p)]
+    return sorted(out)
+
+
+@lru_cache(maxsize=1)
+def source_sha256() -> str:
+    """One hash over every source file's path and bytes: equal for two checkouts of the same code,
+    whatever git says (a dirty tree, an export without .git), different after any edit."""
+    h = hashlib.sha256()
+    for path in source_files():
+        h.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def code_identity() -> dict:
+    """Which code made a record: `code_id` (12 hex) hashes the sources and the compute packages'
+    versions, so a record is reused only by the code that made it (harness.runner)."""
+    compute = {"python": platform.python_version(), **{k: v for k, v in versions().items() if k in COMPUTE_PACKAGES}}
+    source = source_sha256()
+    code_id = hashlib.sha256(json.dumps({"source": source, "versions": compute}, sort_keys=True).encode())
+    return {"code_id": code_id.hexdigest()[:12], "source_sha256": source, "compute_versions": compute, **git_state()}
 
 
 def git_state() -> dict:
@@ -53,4 +94,5 @@ def device_info(device: torch.device) -> dict:
 
 
 def environment(device: torch.device) -> dict:
-    return {"versions": versions(), **git_state(), **device_info(device), "argv": secrets.redact_argv(sys.argv[1:])}
+    return {"versions": versions(), **git_state(), "code": code_identity(), **device_info(device),
+            "argv": secrets.redact_argv(sys.argv[1:])}

@@ -137,41 +137,64 @@ def option_logliks(model, tok, contexts: list[str], options: list[list[str]], ba
     return scores
 
 
-def evaluate_set(model, tok, ts: tasks.TestSet, records: list[dict], scoring: str, max_new_tokens: int,
-                 batch_size: int, num_beams: int, style: str, device: torch.device) -> tuple[dict, list[dict]]:
-    """Metrics and per-item predictions for one test set."""
-    texts = [prompts.eval_prompt(r["instruction"], r["input"], style) for r in records]
+def evaluate_sets(model, tok, sets: list[tuple[tasks.TestSet, list[dict]]], scoring: str, max_new_tokens: int,
+                  batch_size: int, num_beams: int, style: str, device: torch.device) -> tuple[dict, dict, dict]:
+    """Metrics and per-item predictions of several test sets, and the timing of the whole pass.
+
+    The sets are evaluated together: one pass of length-sorted batches over all their items. A
+    prediction does not depend on its batch (tested), so pooling only removes each set's own tail
+    batch and decode loop: with a few items per set, most of the cost of evaluating set by set.
+    Timing is therefore for the pass (questions/s over every item), not per set.
+    """
+    owners = [(ts, r) for ts, records in sets for r in records]
+    texts = [prompts.eval_prompt(r["instruction"], r["input"], style) for _, r in owners]
     t0 = measure.clock(device)
-    rows = []
+    rows: list[dict] = []
+    n_generated = 0
     if scoring == "loglik":
-        opts = [tasks.options(ts, r["instruction"]) for r in records]
+        opts = [tasks.options(ts, r["instruction"]) for ts, r in owners]
         scores = option_logliks(model, tok, texts, [[ANSWER_PREFIX + o for o in os_] for os_ in opts],
-                                batch_size, device, desc=ts.name)
-        n_generated = 0
-        for i, r in enumerate(records):
+                                batch_size, device, desc="eval")
+        for i, (ts, r) in enumerate(owners):
             best = max(range(len(opts[i])), key=lambda j: scores[i][j])  # first of equal scores
             pred = opts[i][best]
-            rows.append({"index": i, "prompt": texts[i], "generation": None, "pred": pred, "gold": r["answer"],
+            rows.append({"prompt": texts[i], "generation": None, "pred": pred, "gold": r["answer"],
                          "correct": tasks.is_correct(ts, pred, r["answer"]), "parsed": True,
                          "option_scores": dict(zip(opts[i], (round(x, 4) for x in scores[i])))})
     else:
         gens, n_tokens = generate_answers(model, tok, texts, max_new_tokens, batch_size, num_beams, device,
-                                          desc=ts.name)
+                                          desc="eval")
         n_generated = sum(n_tokens)
-        for i, (r, g) in enumerate(zip(records, gens)):
+        for i, ((ts, r), g) in enumerate(zip(owners, gens)):
             response = prompts.response_text(g)
             pred = tasks.extract(ts, response)
-            rows.append({"index": i, "prompt": texts[i], "generation": g, "response": response, "pred": pred,
+            rows.append({"prompt": texts[i], "generation": g, "response": response, "pred": pred,
                          "gold": r["answer"], "correct": tasks.is_correct(ts, pred, r["answer"]),
                          "parsed": pred is not None, "generated_tokens": n_tokens[i]})
     seconds = measure.clock(device) - t0
-    n = len(rows)
-    correct = sum(r["correct"] for r in rows)
-    failures = sum(not r["parsed"] for r in rows)
-    metrics = {"accuracy": round(100.0 * correct / n, 4), "correct": correct, "n": n,
-               "parse_failures": failures, "parse_failure_rate": round(failures / n, 4), "scoring": scoring,
-               "decoding": None if scoring == "loglik" else ("greedy" if num_beams == 1 else f"beam{num_beams}"),
-               "seconds": round(seconds, 4), "questions_per_second": round(n / seconds, 4) if seconds else None,
-               "generated_tokens": n_generated,
-               "generated_tokens_per_second": round(n_generated / seconds, 2) if seconds and n_generated else None}
-    return metrics, rows
+    decoding = None if scoring == "loglik" else ("greedy" if num_beams == 1 else f"beam{num_beams}")
+    metrics, predictions, start = {}, {}, 0
+    for ts, records in sets:
+        mine = rows[start:start + len(records)]
+        start += len(records)
+        for k, row in enumerate(mine):
+            row["index"] = k
+        n, correct, failures = len(mine), sum(r["correct"] for r in mine), sum(not r["parsed"] for r in mine)
+        metrics[ts.name] = {"accuracy": round(100.0 * correct / n, 4), "correct": correct, "n": n,
+                            "parse_failures": failures, "parse_failure_rate": round(failures / n, 4),
+                            "scoring": scoring, "decoding": decoding}
+        predictions[ts.name] = mine
+    timing = {"seconds": round(seconds, 4), "questions": len(rows),
+              "questions_per_second": round(len(rows) / seconds, 4) if seconds else None,
+              "generated_tokens": n_generated,
+              "generated_tokens_per_second": round(n_generated / seconds, 2) if seconds and n_generated else None}
+    return metrics, predictions, timing
+
+
+def evaluate_set(model, tok, ts: tasks.TestSet, records: list[dict], scoring: str, max_new_tokens: int,
+                 batch_size: int, num_beams: int, style: str, device: torch.device) -> tuple[dict, list[dict]]:
+    """Metrics (with the timing) and per-item predictions of one test set."""
+    metrics, predictions, timing = evaluate_sets(model, tok, [(ts, records)], scoring, max_new_tokens, batch_size,
+                                                 num_beams, style, device)
+    return {**metrics[ts.name], **{k: timing[k] for k in ("seconds", "questions_per_second", "generated_tokens",
+                                                            "generated_tokens_per_second")}}, predictions[ts.name]

@@ -137,11 +137,6 @@ def read_record(path: Path) -> dict | None:
     return read_one(path)[0]
 
 
-def is_done(path: Path) -> bool:
-    rec = read_record(path)
-    return rec is not None and rec["status"] in TERMINAL
-
-
 def check_writable(results_dir: Path) -> None:
     """Fail before any work if results cannot be written."""
     runs = results_dir / "runs"

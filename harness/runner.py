@@ -177,7 +177,7 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
         model.eval()
         out["eval_merged_adapters"] = plan.method.merges_for_eval and merge_for_eval(model)
         mem = measure.PhaseMemory(device).start()
-        out["eval"], out["_predictions"] = evaluate_all(model, tok, tests, plan, device)
+        out["eval"], out["_predictions"], out["eval_info"] = evaluate_all(model, tok, tests, plan, device)
         out["memory"]["eval"] = mem.read()
         laps("eval")
         if c.forgetting.enabled:
@@ -198,20 +198,22 @@ def merge_for_eval(model) -> bool:
     return True
 
 
-def evaluate_all(model, tok, tests: dict, plan: Plan, device) -> tuple[dict, dict]:
-    """Metrics and predictions of every test set."""
+def evaluate_all(model, tok, tests: dict, plan: Plan, device) -> tuple[dict, dict, dict]:
+    """Metrics and predictions of every test set, and the timing of the evaluation pass."""
     c = plan.cfg
-    metrics_by_set, predictions = {}, {}
+    max_new = c.eval.max_new_tokens or c.task.max_new_tokens
+    metrics_by_set, predictions, timing = evaluate.evaluate_sets(
+        model, tok, [(ts, recs) for ts, recs, _ in tests.values()], c.eval.scoring, max_new, c.eval.batch_size,
+        c.eval.num_beams, c.train.prompt_style, device)
     for name, (ts, recs, meta) in tests.items():
-        max_new = c.eval.max_new_tokens or c.task.max_new_tokens
-        metrics, rows = evaluate.evaluate_set(model, tok, ts, recs, c.eval.scoring, max_new, c.eval.batch_size,
-                                              c.eval.num_beams, c.train.prompt_style, device)
+        metrics = metrics_by_set[name]
         metrics["approximate"] = bool(meta.get("approximate"))
         metrics["overlaps_training_data"] = name in plan.train_set.contaminates
-        metrics_by_set[name], predictions[name] = metrics, rows
-        log.info("%s: %.1f%% (%d items, %.1f q/s, parse failures %.0f%%)", name, metrics["accuracy"],
-                 metrics["n"], metrics["questions_per_second"] or 0, 100 * metrics["parse_failure_rate"])
-    return metrics_by_set, predictions
+        log.info("%s: %.1f%% (%d items, parse failures %.0f%%)", name, metrics["accuracy"], metrics["n"],
+                 100 * metrics["parse_failure_rate"])
+    log.info("evaluation: %d questions in %.1f s (%.2f q/s)", timing["questions"], timing["seconds"],
+             timing["questions_per_second"] or 0)
+    return metrics_by_set, predictions, timing
 
 
 def save_and_reload_fsdp(model, tok, plan: Plan, dist: Dist, device, dtype):
@@ -236,14 +238,30 @@ def summary(plan: Plan, evals: dict) -> dict:
             "approximate_sets": [k for k, v in evals.items() if v["approximate"]]}
 
 
+def reusable_record(plan: Plan) -> dict | None:
+    """The complete record of this run, if this code made it (or reuse=any)."""
+    rec = record.read_record(plan.paths.record)
+    if rec is None or rec["status"] not in record.TERMINAL:
+        return None
+    made_by = ((rec.get("meta_info") or {}).get("code") or {}).get("code_id")
+    here = env.code_identity()["code_id"]
+    if plan.cfg.reuse == "any" or made_by == here:
+        log.info("skip %s: complete record made by %s (force=true reruns)", plan.run_id,
+                 "this code" if made_by == here else f"code {made_by}")
+        return rec
+    log.info("rerun %s: its record was made by other code (code id %s; this is %s); reuse=any would keep it",
+             plan.run_id, made_by, here)
+    return None
+
+
 def run(cfg) -> dict:
     """Run one configuration (or skip it if its record is complete); return its record.
     With several processes every rank runs this; only rank 0 writes."""
     plan = Plan(cfg)
     c = cfg
-    if not c.force and record.is_done(plan.paths.record):
-        log.info("skip %s: complete record exists (force=true reruns)", plan.run_id)
-        return {**record.read_record(plan.paths.record), "_skipped": True}
+    done = None if c.force else reusable_record(plan)
+    if done is not None:
+        return {**done, "_skipped": True}
     dist = dist_setup(c.method.name)
     if plan.trains:
         accumulation_steps(c.train, dist.world)

@@ -30,8 +30,10 @@ def trainable(model) -> dict[str, torch.nn.Parameter]:
 def fingerprint(model, total_steps: int, examples: int, accumulation: int) -> dict:
     """What must match for a snapshot to belong to this run (the directory is keyed by the run id
     already; this catches a snapshot written by other code or another number of processes)."""
+    from harness.env import code_identity
     return {"total_steps": total_steps, "examples": examples, "accumulation": accumulation,
-            "trainable": {n: list(p.shape) for n, p in trainable(model).items()}}
+            "trainable": {n: list(p.shape) for n, p in trainable(model).items()},
+            "code_id": code_identity()["code_id"]}
 
 
 class Snapshots:

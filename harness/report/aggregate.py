@@ -95,7 +95,9 @@ def flatten(rec: dict) -> dict:
         "acc": acc, "overlap": overlap, "approximate": approx,
         **tasks.averages(family, acc, overlap),
         "parse_failure_rate": _mean([v.get("parse_failure_rate") for v in ev.values() if isinstance(v, dict)]),
-        "eval_qps": _mean([v.get("questions_per_second") for v in ev.values() if isinstance(v, dict)]),
+        # the evaluation pass's questions/s (records before it had per-set figures: their mean)
+        "eval_qps": (rec.get("eval_info") or {}).get("questions_per_second")
+        or _mean([v.get("questions_per_second") for v in ev.values() if isinstance(v, dict)]),
         "trainable": params.get("trainable"), "total_params": params.get("total"),
         "trainable_pct": params.get("trainable_pct"),
         "mem_train_gib": mem_train, "mem_eval_gib": mem_eval, "mem_kind": kind_train or kind_eval,
@@ -201,13 +203,12 @@ def aggregate(rows: list[dict], extra_key: tuple = ()) -> list[dict]:
     return sorted(out, key=group_order)
 
 
-# display order of methods: the base model, then full fine-tuning, then PEFT methods
-METHOD_ORDER = ("none", "full", "lora", "qlora8", "qlora4", "dora", "adapter_series", "adapter_parallel",
-                "prompt_tuning", "bitfit")
-
-
 def method_rank(method: str) -> tuple:
-    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), str(method))
+    """Display order: the registry's (the base model, full fine-tuning, then each family of PEFT
+    methods); a method this checkout does not know comes last."""
+    from harness import methods
+    order = list(methods.all_methods())
+    return (order.index(method), "") if method in order else (len(order), str(method))
 
 
 def group_order(g: dict) -> tuple:

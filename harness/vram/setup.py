@@ -26,21 +26,16 @@ from harness.vram import constants as C
 OPTIMIZERS = ("adamw", "adamw8bit", "paged_adamw8bit")
 
 
+# What the estimator models, looked up by method name, then peft config class, then family.
+KIND_BY_NAME = {"bitfit": "bitfit"}
+KIND_BY_PEFT_CONFIG = {"LoraConfig": "lora", "PromptTuningConfig": "prompt"}
+KIND_BY_FAMILY = {"base": "none", "full": "full", "adapter": "adapter"}
+
+
 def modelled_kind(spec: methods.Method) -> str | None:
     """Which memory model applies to a registered method (None: not modelled)."""
-    if spec.family == "base":
-        return "none"
-    if spec.family == "full":
-        return "full"
-    if spec.peft_config == "LoraConfig":
-        return "lora"
-    if spec.family == "adapter":
-        return "adapter"
-    if spec.peft_config == "PromptTuningConfig":
-        return "prompt"
-    if spec.name == "bitfit":
-        return "bitfit"
-    return None
+    return (KIND_BY_NAME.get(spec.name) or KIND_BY_PEFT_CONFIG.get(spec.peft_config)
+            or KIND_BY_FAMILY.get(spec.family))
 
 
 def modelled_methods() -> list[str]:
