@@ -47,6 +47,14 @@ def records_since(config, since: float) -> list[dict]:
     return rows
 
 
+def bar(n, total, width: int = 20) -> str:
+    """A text progress bar of the runs done before run n (one line per run: readable in a log file too)."""
+    if not isinstance(n, int) or not total:
+        return ""
+    done = round(width * (n - 1) / total)
+    return f"[{'#' * done}{'.' * (width - done)}] "
+
+
 # runs of this process's sweeps that did not end ok: `python -m harness` exits 1 when there are any
 NOT_OK: list[str] = []
 
@@ -62,8 +70,8 @@ class SweepProgress(Callback):
         self.job_started = time.perf_counter()
         total = getattr(self, "total", None)
         n = config.hydra.job.num + 1 if "num" in config.hydra.job else "?"
-        print(f"[{n}/{total or '?'}] {config.model.name} x {config.method.name} x {config.task.name} "
-              f"(seed {config.seed}){self.eta(n, total)} ...", flush=True)
+        print(f"{bar(n, total)}[{n}/{total or '?'}] {config.model.name} x {config.method.name} x "
+              f"{config.task.name} (seed {config.seed}){self.eta(n, total)} ...", flush=True)
 
     def eta(self, n, total) -> str:
         """Remaining time at the mean duration of the runs that ran (skipped ones cost nothing)."""

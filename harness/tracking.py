@@ -82,26 +82,36 @@ class WandbTracker:
     def finish(self, rec, predictions) -> None:
         import wandb
         if rec is not None:
-            flat = {"status": rec["status"]}
-            for name, m in (rec.get("eval") or {}).items():
-                flat[f"eval/{name}/accuracy"] = m["accuracy"]
-                flat[f"eval/{name}/parse_failure_rate"] = m["parse_failure_rate"]
-            for k, v in (rec.get("summary") or {}).items():
-                if isinstance(v, (int, float)):
-                    flat[f"summary/{k}"] = v
-            t = (rec.get("train_info") or {}).get("throughput", {})
-            flat.update({f"throughput/{k}": v for k, v in t.items() if isinstance(v, (int, float))})
-            for phase, m in (rec.get("memory") or {}).items():
-                flat.update({f"memory/{phase}/{k}": v for k, v in m.items() if isinstance(v, (int, float))})
-            if rec.get("forgetting"):
-                flat["forgetting/avg"] = rec["forgetting"]["forgetting_avg"]
-            self.run.summary.update(flat)
+            self.run.summary.update(summary_of(rec))
             rows = [[name, r["index"], r.get("response"), str(r["pred"]), r["gold"], r["correct"]]
                     for name, rs in predictions.items() for r in rs]
             if rows:
                 self.run.log({"predictions": wandb.Table(
                     columns=["set", "index", "response", "pred", "gold", "correct"], data=rows)})
         self.run.finish(exit_code=0 if rec and rec["status"] == "ok" else 1)
+
+
+def summary_of(rec: dict) -> dict:
+    """A record as W&B summary keys; harness.regress reads a baseline back from exactly these."""
+    flat = {"status": rec["status"], "run_id": rec.get("run_id")}
+    for name, m in (rec.get("eval") or {}).items():
+        flat.update({f"eval/{name}/{k}": m[k] for k in ("accuracy", "parse_failure_rate", "n") if k in m})
+    for k, v in (rec.get("summary") or {}).items():
+        if isinstance(v, (int, float)):
+            flat[f"summary/{k}"] = v
+    info = rec.get("train_info") or {}
+    flat.update({f"throughput/{k}": v for k, v in (info.get("throughput") or {}).items() if isinstance(v, (int, float))})
+    if info.get("losses"):
+        flat["train/losses"] = info["losses"]
+    for phase, m in (rec.get("memory") or {}).items():
+        flat.update({f"memory/{phase}/{k}": v for k, v in m.items() if isinstance(v, (int, float))})
+    if rec.get("forgetting"):
+        flat["forgetting/avg"] = rec["forgetting"]["forgetting_avg"]
+    meta = rec.get("meta_info") or {}
+    flat.update({f"meta/{k}": meta[k] for k in ("device_type", "device_name", "cpu", "cpu_count") if meta.get(k)})
+    if (meta.get("code") or {}).get("code_id"):
+        flat["meta/code_id"] = meta["code"]["code_id"]
+    return flat
 
 
 def sweep_group() -> str | None:

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import runner
+from harness import methods, runner
 
-METHODS = ["none", "full", "lora", "qlora4", "qlora8", "dora", "adapter_series", "adapter_parallel",
-           "prompt_tuning", "bitfit"]
+METHODS = list(methods.all_methods())  # every registered method, whatever it is
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -83,6 +82,22 @@ def test_rerun_skips_a_complete_record(compose_run, work_dirs):
     forced = runner.run(compose_run("method=none", "force=true"))
     assert forced["run_id"] == first["run_id"]  # force is not part of the run id
     assert forced["run_info"]["started"] != first["run_info"]["started"]
+
+
+def test_a_record_is_reused_only_by_the_code_that_made_it(compose_run, tmp_path):
+    from harness import env
+    first = runner.run(compose_run("method=none", results=tmp_path))
+    assert first["meta_info"]["code"]["code_id"] == env.code_identity()["code_id"]
+    path = tmp_path / "runs" / f"{first['run_id']}.json"
+    rec = json.loads(path.read_text())
+    rec["meta_info"]["code"]["code_id"] = "0123456789ab"  # as if another version of the harness made it
+    path.write_text(json.dumps(rec))
+    kept = runner.run(compose_run("method=none", "reuse=any", results=tmp_path))
+    assert kept.get("_skipped") and kept["meta_info"]["code"]["code_id"] == "0123456789ab"
+    rerun = runner.run(compose_run("method=none", results=tmp_path))
+    assert not rerun.get("_skipped") and rerun["run_info"]["started"] != first["run_info"]["started"]
+    assert rerun["run_id"] == first["run_id"]  # the run id stays the config's: same run, rerun by this code
+    assert json.loads(path.read_text())["meta_info"]["code"]["code_id"] == env.code_identity()["code_id"]
 
 
 def test_qlora4_adapters_all_learn_after_a_no_grad_forward(compose_run, work_dirs):

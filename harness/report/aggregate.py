@@ -67,6 +67,7 @@ def flatten(rec: dict) -> dict:
     first = next(iter(ev.values()), {}) if ev else {}
     ecfg = cfg.get("eval") or {}
     acc = {k: float(v["accuracy"]) for k, v in ev.items() if isinstance(v, dict) and v.get("accuracy") is not None}
+    items = {k: int(v["n"]) for k, v in ev.items() if isinstance(v, dict) and v.get("n")}
     overlap = {k for k, v in ev.items() if isinstance(v, dict) and v.get("overlaps_training_data")}
     approx = {k for k, v in ev.items() if isinstance(v, dict) and v.get("approximate")}
     family = family_of(info.get("task") or (cfg.get("task") or {}).get("name"))
@@ -92,7 +93,8 @@ def flatten(rec: dict) -> dict:
         "eval_limit": int(ecfg.get("limit") or 0),
         "decoding": decoding or "-",
         "config": dotted(cfg),
-        "acc": acc, "overlap": overlap, "approximate": approx,
+        "acc": acc, "items": items, "overlap": overlap, "approximate": approx,
+        "losses": (rec.get("train_info") or {}).get("losses"),
         **tasks.averages(family, acc, overlap),
         "parse_failure_rate": _mean([v.get("parse_failure_rate") for v in ev.values() if isinstance(v, dict)]),
         # the evaluation pass's questions/s (records before it had per-set figures: their mean)
@@ -104,6 +106,7 @@ def flatten(rec: dict) -> dict:
         "tokens_per_second": throughput.get("tokens_per_second"),
         "forgetting_avg": (rec.get("forgetting") or {}).get("forgetting_avg"),
         "device": device_identity(meta), "device_name": meta.get("device_name"),
+        "device_type": meta.get("device_type"),
     }
 
 
