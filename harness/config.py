@@ -59,7 +59,8 @@ class FusedLoss(Choice):
 
 class Scoring(Choice):
     generate = "generate"  # generate, then extract the answer as LLM-Adapters does
-    loglik = "loglik"  # pick the answer option with the highest log-likelihood
+    label = "label"  # the label word (answer1, true, ...) with the highest log-likelihood after the prompt
+    cloze = "cloze"  # each option's text as the continuation of the set's standard prompt (lm-eval)
 
 
 class HellaswagFile(Choice):

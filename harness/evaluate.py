@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from harness import measure, prompts, tasks
+from harness import cloze, measure, prompts, tasks
 
 ANSWER_PREFIX = "the correct answer is "  # the LLM-Adapters commonsense training output
 
@@ -137,6 +137,51 @@ def option_logliks(model, tok, contexts: list[str], options: list[list[str]], ba
     return scores
 
 
+def _generate_rows(model, tok, owners, texts, c) -> tuple[list[dict], int]:
+    """Generate, then extract the answer as LLM-Adapters does."""
+    gens, n_tokens = generate_answers(model, tok, texts, c["max_new_tokens"], c["batch_size"], c["num_beams"],
+                                      c["device"], desc="eval")
+    rows = []
+    for i, ((ts, r), g) in enumerate(zip(owners, gens)):
+        response = prompts.response_text(g)
+        pred = tasks.extract(ts, response)
+        rows.append({"prompt": texts[i], "generation": g, "response": response, "pred": pred, "gold": r["answer"],
+                     "correct": tasks.is_correct(ts, pred, r["answer"]), "parsed": pred is not None,
+                     "generated_tokens": n_tokens[i]})
+    return rows, sum(n_tokens)
+
+
+def _label_rows(model, tok, owners, texts, c) -> tuple[list[dict], int]:
+    """The label word with the highest log-likelihood after the LLM-Adapters prompt and
+    "the correct answer is " (what a model trained on that format prefers, not what it knows)."""
+    opts = [tasks.options(ts, r["instruction"]) for ts, r in owners]
+    scores = option_logliks(model, tok, texts, [[ANSWER_PREFIX + o for o in os_] for os_ in opts],
+                            c["batch_size"], c["device"], desc="eval")
+    rows = []
+    for i, (ts, r) in enumerate(owners):
+        pred = opts[i][max(range(len(opts[i])), key=lambda j: scores[i][j])]  # first of equal scores
+        rows.append({"prompt": texts[i], "generation": None, "pred": pred, "gold": r["answer"],
+                     "correct": tasks.is_correct(ts, pred, r["answer"]), "parsed": True,
+                     "option_scores": dict(zip(opts[i], (round(x, 4) for x in scores[i])))})
+    return rows, 0
+
+
+def _cloze_rows(model, tok, owners, texts, c) -> tuple[list[dict], int]:
+    """Each option's text as the continuation of the set's standard zero-shot prompt (harness.cloze)."""
+    items = [cloze.item(ts.name, r) for ts, r in owners]
+    pairs = [(ctx, cont) for it in items for ctx, cont in zip(it.contexts, it.continuations)]
+    with tqdm(total=len(pairs), desc="eval (cloze)", unit="option", disable=None, leave=False) as bar:
+        lls = cloze.loglikelihoods(model, tok, pairs, c["batch_size"], c["device"], progress=bar.update)
+    rows = []
+    for (ts, r), it, decided in zip(owners, items, cloze.predictions(items, cloze.per_item(lls, items))):
+        rows.append({"prompt": it.contexts[0], "generation": None, "pred": it.labels[decided["pred_index"]],
+                     "gold": r["answer"], "parsed": True, **decided})
+    return rows, 0
+
+
+SCORERS = {"generate": _generate_rows, "label": _label_rows, "cloze": _cloze_rows}
+
+
 def evaluate_sets(model, tok, sets: list[tuple[tasks.TestSet, list[dict]]], scoring: str, max_new_tokens: int,
                   batch_size: int, num_beams: int, style: str, device: torch.device) -> tuple[dict, dict, dict]:
     """Metrics and per-item predictions of several test sets, and the timing of the whole pass.
@@ -144,35 +189,16 @@ def evaluate_sets(model, tok, sets: list[tuple[tasks.TestSet, list[dict]]], scor
     The sets are evaluated together: one pass of length-sorted batches over all their items. A
     prediction does not depend on its batch (tested), so pooling only removes each set's own tail
     batch and decode loop: with a few items per set, most of the cost of evaluating set by set.
-    Timing is therefore for the pass (questions/s over every item), not per set.
+    Timing is therefore for the pass (questions/s over every item), not per set. Scorings:
+    generate (LLM-Adapters' extraction), label (label-word log-likelihood), cloze (lm-eval style).
     """
     owners = [(ts, r) for ts, records in sets for r in records]
     texts = [prompts.eval_prompt(r["instruction"], r["input"], style) for _, r in owners]
     t0 = measure.clock(device)
-    rows: list[dict] = []
-    n_generated = 0
-    if scoring == "loglik":
-        opts = [tasks.options(ts, r["instruction"]) for ts, r in owners]
-        scores = option_logliks(model, tok, texts, [[ANSWER_PREFIX + o for o in os_] for os_ in opts],
-                                batch_size, device, desc="eval")
-        for i, (ts, r) in enumerate(owners):
-            best = max(range(len(opts[i])), key=lambda j: scores[i][j])  # first of equal scores
-            pred = opts[i][best]
-            rows.append({"prompt": texts[i], "generation": None, "pred": pred, "gold": r["answer"],
-                         "correct": tasks.is_correct(ts, pred, r["answer"]), "parsed": True,
-                         "option_scores": dict(zip(opts[i], (round(x, 4) for x in scores[i])))})
-    else:
-        gens, n_tokens = generate_answers(model, tok, texts, max_new_tokens, batch_size, num_beams, device,
-                                          desc="eval")
-        n_generated = sum(n_tokens)
-        for i, ((ts, r), g) in enumerate(zip(owners, gens)):
-            response = prompts.response_text(g)
-            pred = tasks.extract(ts, response)
-            rows.append({"prompt": texts[i], "generation": g, "response": response, "pred": pred,
-                         "gold": r["answer"], "correct": tasks.is_correct(ts, pred, r["answer"]),
-                         "parsed": pred is not None, "generated_tokens": n_tokens[i]})
+    rows, n_generated = SCORERS[str(scoring)](model, tok, owners, texts, dict(
+        max_new_tokens=max_new_tokens, batch_size=batch_size, num_beams=num_beams, device=device))
     seconds = measure.clock(device) - t0
-    decoding = None if scoring == "loglik" else ("greedy" if num_beams == 1 else f"beam{num_beams}")
+    decoding = ("greedy" if num_beams == 1 else f"beam{num_beams}") if scoring == "generate" else None
     metrics, predictions, start = {}, {}, 0
     for ts, records in sets:
         mine = rows[start:start + len(records)]
@@ -182,7 +208,11 @@ def evaluate_sets(model, tok, sets: list[tuple[tasks.TestSet, list[dict]]], scor
         n, correct, failures = len(mine), sum(r["correct"] for r in mine), sum(not r["parsed"] for r in mine)
         metrics[ts.name] = {"accuracy": round(100.0 * correct / n, 4), "correct": correct, "n": n,
                             "parse_failures": failures, "parse_failure_rate": round(failures / n, 4),
-                            "scoring": scoring, "decoding": decoding}
+                            "scoring": str(scoring), "decoding": decoding}
+        if scoring == "cloze":
+            metrics[ts.name]["accuracy_norm"] = (round(100.0 * sum(r["correct_norm"] for r in mine) / n, 4)
+                                                 if ts.name in cloze.HAS_ACC_NORM else None)
+            metrics[ts.name]["prompt_lost"] = cloze.LOST.get(ts.name)
         predictions[ts.name] = mine
     timing = {"seconds": round(seconds, 4), "questions": len(rows),
               "questions_per_second": round(len(rows) / seconds, 4) if seconds else None,

@@ -1,8 +1,15 @@
-"""Forgetting (Biderman et al. 2024, "LoRA Learns Less and Forgets Less"): accuracy on a retention
-suite before and after fine-tuning, scored by log-likelihood on the first N items of each set.
+"""Forgetting as Biderman et al. (2024, "LoRA Learns Less and Forgets Less") measure it: zero-shot
+cloze accuracy on HellaSwag (acc_norm), ARC-Challenge (acc_norm) and WinoGrande (acc), the
+lm-evaluation-harness way (harness.cloze), before and after fine-tuning, on the same items.
+
+Forgetting per set is the mean per-item paired difference before - after (points), with a 95%
+bootstrap interval over items; the average is over the sets (intervals resample items within each
+set). Label-word scoring is not used here: on a model not trained on the LLM-Adapters format it
+measures a preference among label tokens, and after training on that format it mostly measures
+that the format was learned, not what was retained.
 
 The before-scores depend only on the base model (and its quantisation), so they are cached per
-model and suite: a sweep computes them once.
+model and suite, item by item: a sweep computes them once.
 """
 from __future__ import annotations
 
@@ -11,9 +18,14 @@ import json
 import logging
 from pathlib import Path
 
-from harness import atomic, evaluate, tasks, validate
+from harness import atomic, cloze, evaluate, stats, tasks, validate
 
 log = logging.getLogger("harness.forgetting")
+
+
+def metric(name: str) -> str:
+    """The set's standard lm-eval metric: acc_norm where the task reports it, else acc."""
+    return "acc_norm" if name in cloze.HAS_ACC_NORM else "acc"
 
 
 def suite(fcfg) -> list[tasks.TestSet]:
@@ -21,13 +33,19 @@ def suite(fcfg) -> list[tasks.TestSet]:
 
 
 def score(model, tok, fcfg, style: str, device, cache_dir: str) -> dict:
-    out = {}
+    """Per set: the metric, per-item correctness (0/1) and the accuracy in points."""
+    sets = []
     for ts in suite(fcfg):
         # the shipped files: the suite must not change with network access (HellaSwag is approximate)
         records, _ = tasks.load_test_set(ts, cache_dir, "approx")
-        metrics, _ = evaluate.evaluate_set(model, tok, ts, tasks.select(records, fcfg.limit), "loglik", 1,
-                                           fcfg.batch_size, 1, style, device)
-        out[ts.name] = metrics["accuracy"]
+        sets.append((ts, tasks.select(records, fcfg.limit)))
+    _, predictions, _ = evaluate.evaluate_sets(model, tok, sets, "cloze", 1, fcfg.batch_size, 1, style, device)
+    out = {}
+    for ts, _ in sets:
+        key = "correct_norm" if metric(ts.name) == "acc_norm" else "correct"
+        items = [int(row[key]) for row in predictions[ts.name]]
+        out[ts.name] = {"metric": metric(ts.name), "items": items,
+                        "accuracy": round(100.0 * sum(items) / len(items), 4)}
     return out
 
 
@@ -38,6 +56,7 @@ def cache_path(cache_dir: str, key: dict) -> Path:
 
 def base_scores(model, tok, fcfg, style, device, cache_dir, key: dict) -> tuple[dict, bool]:
     """Before-scores, from the cache when this base model and suite were scored already."""
+    key = {**key, "scoring": "cloze", "metrics": {n: metric(n) for n in fcfg.test_sets}}
     path = cache_path(cache_dir, key)
     try:
         cached = json.loads(path.read_text())
@@ -51,7 +70,17 @@ def base_scores(model, tok, fcfg, style, device, cache_dir, key: dict) -> tuple[
 
 
 def summarise(before: dict, after: dict) -> dict:
-    per_set = {k: round(before[k] - after[k], 4) for k in before}
-    return {"before": before, "after": after, "forgetting": per_set,
-            "forgetting_avg": round(sum(per_set.values()) / len(per_set), 4) if per_set else None,
-            "unit": "accuracy points (before - after)"}
+    """Per set and on average: before, after, and the forgetting (before - after, points) with a
+    95% paired bootstrap interval over the items."""
+    per_set, diffs = {}, []
+    for name in before:
+        d = [100.0 * (b - a) for b, a in zip(before[name]["items"], after[name]["items"])]
+        diffs.append(d)
+        ci = stats.paired_bootstrap([d])
+        per_set[name] = {"metric": before[name]["metric"], "before": before[name]["accuracy"],
+                         "after": after[name]["accuracy"], "forgetting": ci["mean"], "ci95": [ci["low"], ci["high"]],
+                         "items": len(d)}
+    avg = stats.paired_bootstrap(diffs)
+    return {"sets": per_set, "forgetting_avg": avg["mean"], "forgetting_avg_ci95": [avg["low"], avg["high"]],
+            "scoring": "cloze (lm-eval style, zero-shot)", "items_per_set": min((len(d) for d in diffs), default=0),
+            "unit": "accuracy points, before - after (positive: forgotten); interval: paired bootstrap over items"}

@@ -135,7 +135,8 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
         if dist.main:  # the base model's scores, before the method touches it
             key = {"model": c.model.name, "path": info["resolved_path"], "weights": c.model.weights_source,
                    "quantization": info["quantization"], "dtype": info["dtype"], "device": device.type,
-                   "sets": list(c.forgetting.test_sets), "limit": c.forgetting.limit, "style": style}
+                   "sets": list(c.forgetting.test_sets), "limit": c.forgetting.limit,
+                   "code_id": env.code_identity()["code_id"]}
             before, out["forgetting_before_cached"] = forgetting.base_scores(
                 model, tok, c.forgetting, style, device, c.cache_dir, key)
         dist.barrier()

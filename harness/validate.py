@@ -12,7 +12,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from harness import data, methods, models, tasks
+from harness import cloze, data, methods, models, tasks
 from harness.errors import ConfigError
 from harness.suggest import did_you_mean
 
@@ -164,11 +164,16 @@ def check_evaluation(cfg) -> None:
         if e.limit > size:
             raise ConfigError(f"eval.limit={e.limit} is larger than {name} ({size} items); use eval.limit=0 for "
                               f"every item, or at most {size}")
-    if e.scoring != "generate":
+    if e.scoring == "label":
         bad = [n for n in names if not family.test_set(n).multiple_choice]
         if bad:
-            raise ConfigError(f"eval.scoring={e.scoring} needs multiple-choice sets; {bad} are not "
+            raise ConfigError(f"eval.scoring=label needs multiple-choice sets; {bad} are not "
                               f"(use task=commonsense or eval.scoring=generate)")
+    if e.scoring == "cloze":
+        bad = [n for n in names if n not in cloze.SETS]
+        if bad:
+            raise ConfigError(f"eval.scoring=cloze is defined for the commonsense sets ({', '.join(cloze.SETS)}); "
+                              f"{bad} are not (use eval.scoring=generate, or label for AQuA)")
     if cfg.forgetting.enabled:
         check_retention_suite(cfg.forgetting)
 
@@ -180,8 +185,9 @@ def check_retention_suite(f) -> list[tasks.TestSet]:
         if name not in known:
             raise ConfigError(f"forgetting.test_sets: unknown set '{name}'{did_you_mean(name, known)}; "
                               f"known: {sorted(known)}")
-        if not known[name].multiple_choice:
-            raise ConfigError(f"forgetting.test_sets: '{name}' is not multiple choice (log-likelihood scoring)")
+        if name not in cloze.SETS:
+            raise ConfigError(f"forgetting.test_sets: '{name}' has no cloze prompt (the retention suite is "
+                              f"scored as lm-eval does); choose from {', '.join(cloze.SETS)}")
         size = data.manifest()["files"][f"test/{name}"]["records"]
         if f.limit > size:
             raise ConfigError(f"forgetting.limit={f.limit} is larger than {name} ({size} items); "

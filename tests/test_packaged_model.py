@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("llm
 
 def test_smollm2_converts_loads_and_is_labelled_as_gguf(compose_run, tmp_path):
     rec = runner.run(compose_run("model=smollm2-135m", "method=none", "task=commonsense",
-                                 "task.test_sets=[boolq,piqa]", "eval.limit=2", "eval.scoring=loglik",
+                                 "task.test_sets=[boolq,piqa]", "eval.limit=2", "eval.scoring=label",
                                  "forgetting.enabled=false", results=tmp_path))
     assert rec["status"] == "ok", rec.get("error")
     assert rec["model_info"]["weights_source"] == "gguf-q4_1"

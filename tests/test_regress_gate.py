@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# loglik-scored commonsense on the tiny model: 160 items whose accuracy is not zero, and 3 steps
-SWEEP = ["model=tiny-random", "method=bitfit", "task=commonsense", "eval.scoring=loglik", "eval.limit=20",
+# cloze-scored commonsense on the tiny model: 160 items whose accuracy is not zero, and 3 steps
+SWEEP = ["model=tiny-random", "method=bitfit", "task=commonsense", "eval.scoring=cloze", "eval.limit=20",
          "train.max_steps=3", "train.batch_size=4", "train.micro_batch_size=2", "forgetting.enabled=false",
          "wandb.enabled=false", "seed=1"]
 
@@ -71,8 +71,8 @@ def test_the_gate_passes_unchanged_code_and_fails_broken_scoring_and_training(cl
     assert "-> PASS" in same.stdout and "MISSING" not in same.stdout
     assert len(list((clone / "results/regress").iterdir())) == 2  # a fresh directory for the new code id
 
-    change(clone, "harness/tasks/__init__.py", "    return pred is not None and pred == gold",
-           "    return False  # broken on purpose")
+    # a plausible bug: the predicted index compared with the gold label word, so nothing is ever correct
+    change(clone, "harness/cloze.py", '"correct": pred == it.gold', '"correct": pred == it.labels[it.gold]')
     commit(clone, "break scoring")
     broken = regress(clone, cache, "--baseline", "results/baselines/mine")
     assert broken.returncode == 1, broken.stdout[-3000:] + broken.stderr[-3000:]

@@ -125,7 +125,7 @@ def test_seed_groups_keep_missing_keys_and_skip_missing_values():
     assert [r["seed"] for r in old] == [1, 2] and old[0]["train_set"] is None  # None is a key, not dropped
     assert old_stats["acc"]["gsm8k"] == (20.0, pytest.approx(statistics.stdev([10.0, 30.0])))
     assert old_stats["acc"]["aqua"] == (5.0, None) and old_stats["mem"] == (2.0, None)  # one value: no std
-    assert new_stats == {"mem": (4.0, None), "acc": {}}
+    assert new_stats == {"mem": (4.0, None), "acc": {}, "acc_norm": {}}
 
 
 def test_failed_and_oom_runs_are_listed(results, capsys):
@@ -180,10 +180,11 @@ def test_published_rows_are_shown_and_marked(results, capsys):
     assert set(pd.read_csv(out / "accuracy_arithmetic.csv")["source"]) == {"ours"}
 
 
-def test_loglik_scoring_and_eval_subset_are_marked(results, capsys):
-    t = built(results).accuracy[1]
-    assert row_of(t.display, source="ours")["eval"] == "loglik"
-    assert "first 4 items per set" in t.title
+def test_label_scoring_gets_its_own_table_and_eval_subset_is_marked(results, capsys):
+    tables_ = built(results).accuracy
+    [t] = [t for t in tables_ if t.title.startswith("Commonsense") and "label-word" in t.title]
+    assert "first 4 items per set" in t.title  # an older record's 'loglik' is the label scoring
+    assert not [r for r in t.display["source"] if r.startswith("published")]  # published rows are generated
     assert row_of(t.display, source="ours")["HellaSwag≈"].endswith("≈")  # the fixture's HellaSwag is approximate
 
 
@@ -291,12 +292,12 @@ def test_pareto_front_keeps_points_no_other_beats():
     assert pareto_front(pts) == [4, 0, 1, 3]
 
 
-def as_loglik(rec: dict, accuracy: float, memory_gib: float) -> dict:
-    """The record as if scored by log-likelihood (no decoding), with `accuracy` on every set."""
-    rec["run_id"] += "_loglik"
-    rec["run_info"]["config"]["eval"]["scoring"] = "loglik"
+def as_label(rec: dict, accuracy: float, memory_gib: float) -> dict:
+    """The record as if scored by label log-likelihood (no decoding), with `accuracy` on every set."""
+    rec["run_id"] += "_label"
+    rec["run_info"]["config"]["eval"]["scoring"] = "label"
     for v in rec["eval"].values():
-        v.update(scoring="loglik", accuracy=accuracy)
+        v.update(scoring="label", accuracy=accuracy)
         v.pop("decoding", None)
     rec["memory"]["eval"]["peak_rss_gib"] = memory_gib
     return rec
@@ -304,19 +305,19 @@ def as_loglik(rec: dict, accuracy: float, memory_gib: float) -> dict:
 
 def test_protocols_in_one_family_do_not_share_a_pareto_front():
     recs = [fixture(p.name) for p in sorted(FIXTURES.glob("*__arithmetic__*.json"))]
-    recs.append(as_loglik(fixture(NONE_ARITH), 90.0, 0.40))  # above and left of every generate-scored point
+    recs.append(as_label(fixture(NONE_ARITH), 90.0, 0.40))  # above and left of every generate-scored point
     groups = aggregate.aggregate(aggregate.flatten_all(recs)[0])
     split = plots.series(groups)
-    assert list(split) == ["arithmetic · generate", "arithmetic · loglik"]
-    (loglik,) = split["arithmetic · loglik"]
+    assert list(split) == ["arithmetic · generate", "arithmetic · label"]
+    (loglik,) = split["arithmetic · label"]
     generate = split["arithmetic · generate"]
-    assert loglik["scoring"] == "loglik" and [g["method"] for g in generate] == ["none", "lora", "bitfit"]
+    assert loglik["scoring"] == "label" and [g["method"] for g in generate] == ["none", "lora", "bitfit"]
     # one front over the family (the old plot) would be the loglik point alone, hiding every generate-scored run
     points = [(plots.peak_memory(g), plots.accuracy_of(g)) for g in [loglik, *generate]]
     assert pareto_front(points) == [0]
     fronts = plots.fronts(groups)
     assert set(fronts) == set(split)
-    assert fronts["arithmetic · loglik"] == [loglik]
+    assert fronts["arithmetic · label"] == [loglik]
     assert not any(g is loglik for g in fronts["arithmetic · generate"])
     assert [g["method"] for g in fronts["arithmetic · generate"]] == ["none", "bitfit", "lora"]
     for draw in (plots.accuracy_vs_memory, plots.accuracy_vs_params):

@@ -68,6 +68,8 @@ def flatten(rec: dict) -> dict:
     ecfg = cfg.get("eval") or {}
     acc = {k: float(v["accuracy"]) for k, v in ev.items() if isinstance(v, dict) and v.get("accuracy") is not None}
     items = {k: int(v["n"]) for k, v in ev.items() if isinstance(v, dict) and v.get("n")}
+    acc_norm = {k: float(v["accuracy_norm"]) for k, v in ev.items()
+                if isinstance(v, dict) and v.get("accuracy_norm") is not None}
     overlap = {k for k, v in ev.items() if isinstance(v, dict) and v.get("overlaps_training_data")}
     approx = {k for k, v in ev.items() if isinstance(v, dict) and v.get("approximate")}
     family = family_of(info.get("task") or (cfg.get("task") or {}).get("name"))
@@ -78,7 +80,9 @@ def flatten(rec: dict) -> dict:
     params = rec.get("params") or {}
     meta = rec.get("meta_info") or {}
     decoding = first.get("decoding") if ev else None
-    if not decoding and (first.get("scoring") or ecfg.get("scoring")) != "loglik":
+    scoring = {"loglik": "label"}.get(first.get("scoring") or ecfg.get("scoring"),  # older records' name
+                                      first.get("scoring") or ecfg.get("scoring")) or "generate"
+    if not decoding and scoring == "generate":
         beams = ecfg.get("num_beams")
         decoding = None if beams is None else ("greedy" if beams == 1 else f"beam{beams}")
     return {
@@ -89,11 +93,11 @@ def flatten(rec: dict) -> dict:
         "task": info.get("task") or (cfg.get("task") or {}).get("name"),
         "train_set": info.get("train_set") or (cfg.get("task") or {}).get("train_set"),
         "seed": info.get("seed", cfg.get("seed")),
-        "scoring": first.get("scoring") or ecfg.get("scoring") or "generate",
+        "scoring": scoring,
         "eval_limit": int(ecfg.get("limit") or 0),
         "decoding": decoding or "-",
         "config": dotted(cfg),
-        "acc": acc, "items": items, "overlap": overlap, "approximate": approx,
+        "acc": acc, "acc_norm": acc_norm, "items": items, "overlap": overlap, "approximate": approx,
         "losses": (rec.get("train_info") or {}).get("losses"),
         **tasks.averages(family, acc, overlap),
         "parse_failure_rate": _mean([v.get("parse_failure_rate") for v in ev.values() if isinstance(v, dict)]),
@@ -105,6 +109,8 @@ def flatten(rec: dict) -> dict:
         "mem_train_gib": mem_train, "mem_eval_gib": mem_eval, "mem_kind": kind_train or kind_eval,
         "tokens_per_second": throughput.get("tokens_per_second"),
         "forgetting_avg": (rec.get("forgetting") or {}).get("forgetting_avg"),
+        "forgetting_low": ((rec.get("forgetting") or {}).get("forgetting_avg_ci95") or [None, None])[0],
+        "forgetting_high": ((rec.get("forgetting") or {}).get("forgetting_avg_ci95") or [None, None])[1],
         "device": device_identity(meta), "device_name": meta.get("device_name"),
         "device_type": meta.get("device_type"),
     }
@@ -154,7 +160,8 @@ def assign_variants(rows: list[dict]) -> list[dict]:
 
 # what a group holds as (mean, std) over its seeds, besides the accuracy of each test set
 FIELDS = ("avg_paper", "avg_all", "avg_excluding_overlap", "parse_failure_rate", "eval_qps", "trainable",
-          "total_params", "trainable_pct", "mem_train_gib", "mem_eval_gib", "tokens_per_second", "forgetting_avg")
+          "total_params", "trainable_pct", "mem_train_gib", "mem_eval_gib", "tokens_per_second", "forgetting_avg",
+          "forgetting_low", "forgetting_high")
 
 
 def _value(v) -> float | None:
@@ -162,15 +169,20 @@ def _value(v) -> float | None:
     return None if pd.isna(v) else float(v)
 
 
+# per-set values a group holds as {set: (mean, std)}: accuracy, and cloze scoring's acc_norm
+PER_SET = ("acc", "acc_norm")
+
+
 def by_group(rows: list[dict], keys: tuple, fields: tuple = FIELDS) -> list[tuple[list[dict], dict]]:
     """Rows grouped by the fields `keys` (groups and their members in input order), each group with
-    {field: (mean, std)} for `fields` and {'acc': {set: (mean, std)}} for the sets any member
-    evaluated. Missing values are skipped; std is the sample one (ddof=1), None for one value."""
+    {field: (mean, std)} for `fields` and {'acc': {set: (mean, std)}} (and 'acc_norm') for the sets
+    any member evaluated. Missing values are skipped; std is the sample one (ddof=1), None for one value."""
     if not rows:
         return []
     sets = sorted({s for r in rows for s in r["acc"]})
-    values = pd.DataFrame([[r[f] for f in fields] + [r["acc"].get(s) for s in sets] for r in rows],
-                          columns=[*fields, *(f"acc:{s}" for s in sets)], dtype=float)
+    per_set = [f"{kind}:{s}" for kind in PER_SET for s in sets]
+    values = pd.DataFrame([[r[f] for f in fields] + [(r.get(kind) or {}).get(s) for kind in PER_SET for s in sets]
+                           for r in rows], columns=[*fields, *per_set], dtype=float)
     # dropna=False: a None in a key (an old record without a training set) is a key like any other
     ids = pd.DataFrame([[r[k] for k in keys] for r in rows], columns=list(keys)).groupby(
         list(keys), dropna=False, sort=False).ngroup()
@@ -180,7 +192,8 @@ def by_group(rows: list[dict], keys: tuple, fields: tuple = FIELDS) -> list[tupl
         st = stats.loc[gid]
         pair = {c: (_value(st[(c, "mean")]), _value(st[(c, "std")])) for c in values.columns}
         group = {f: pair[f] for f in fields}
-        group["acc"] = {s: pair[f"acc:{s}"] for s in sets if pair[f"acc:{s}"][0] is not None}
+        for kind in PER_SET:
+            group[kind] = {s: pair[f"{kind}:{s}"] for s in sets if pair[f"{kind}:{s}"][0] is not None}
         out.append(([rows[i] for i in index], group))
     return out
 
@@ -196,7 +209,7 @@ def aggregate(rows: list[dict], extra_key: tuple = ()) -> list[dict]:
         g["n"] = len(members)
         g["seeds"] = [m["seed"] for m in members]
         g["run_ids"] = [m["run_id"] for m in members]
-        g["acc"] = stats["acc"]
+        g["acc"], g["acc_norm"] = stats["acc"], stats["acc_norm"]
         g["overlap"] = set().union(*(m["overlap"] for m in members))
         g["approximate"] = set().union(*(m["approximate"] for m in members))
         g.update({f: stats[f] for f in FIELDS})

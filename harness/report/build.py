@@ -52,11 +52,14 @@ def build(records: list[dict], corrupt: list, published=None, source_label: str 
     groups = aggregate.aggregate(rows)
     report = Report(files={}, n_records=len(rows), n_ok=sum(r["status"] == "ok" for r in rows), corrupt=corrupt)
     for fam in aggregate.all_families():
-        t = tables.accuracy_table(fam, groups, published, paper_train_set(fam.name))
-        report.accuracy.append(t)
-        stem = f"accuracy_{fam.name}"
-        report.files.update({f"{stem}.md": render.markdown(t, empty="_no runs_"), f"{stem}.csv": render.csv_text(t),
-                             f"{stem}.tex": render.latex(t)})
+        # one table per scoring (generate first: the published rows sit there)
+        scorings = ["generate"] + sorted({g["scoring"] for g in groups if g["task"] == fam.name} - {"generate"})
+        for scoring in scorings:
+            t = tables.accuracy_table(fam, groups, published, paper_train_set(fam.name), scoring)
+            report.accuracy.append(t)
+            stem = f"accuracy_{fam.name}" + ("" if scoring == "generate" else f"_{scoring}")
+            report.files.update({f"{stem}.md": render.markdown(t, empty="_no runs_"),
+                                 f"{stem}.csv": render.csv_text(t), f"{stem}.tex": render.latex(t)})
     unknown = sorted({g["task"] for g in groups} - {f.name for f in aggregate.all_families()})
     if unknown:  # records of a task family this checkout does not declare: still costed below
         print(f"warning: no accuracy table for unknown task(s) {unknown}", file=sys.stderr)

@@ -50,7 +50,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 def series(groups: list[dict]) -> dict[str, list[dict]]:
     """Groups split by PROTOCOL into comparable series, keyed by a short label: the family, then
     only the parts that differ between series of that family, so a family measured one way reads
-    just its name. Decoding counts as differing only between series of the same scoring: loglik
+    just its name. Decoding counts as differing only between series of the same scoring: label and cloze
     has none ('-'), which is not a second decoding."""
     by_key: dict[tuple, list[dict]] = {}
     for g in groups:

@@ -59,8 +59,21 @@ def fmt_num(v, digits: int = 3) -> str:
     return f"{v:,.{decimals}f}"
 
 
+SCORING_TITLE = {"generate": "generation scored as LLM-Adapters does",
+                 "label": "label-word log-likelihood (LLM-Adapters format)",
+                 "cloze": "cloze log-likelihood, lm-eval style (acc / acc_norm)"}
+
+
+def fmt_forgetting(mean, low, high) -> str:
+    """+2.1 [-0.8, 5.0]: points forgotten (before - after) with the paired bootstrap interval."""
+    if not _present(mean):
+        return MISSING
+    interval = f" [{low:+.1f}, {high:+.1f}]" if _present(low) and _present(high) else ""
+    return f"{mean:+.1f}{interval}"
+
+
 def eval_label(scoring: str, decoding: str) -> str:
-    return "loglik" if scoring == "loglik" else f"generate ({decoding})"
+    return f"generate ({decoding})" if scoring == "generate" else str(scoring)
 
 
 def items_label(limit: int) -> str:
@@ -96,6 +109,10 @@ def _our_rows(family, groups: list[dict], avgs: list[tuple[str, str]]) -> list[d
             marks = (DAGGER if s in g["overlap"] else "") + (APPROX if s in g["approximate"] else "")
             cells[s] = fmt_acc(mean, std, marks)
             data[s], data[f"{s}_std"] = mean, std
+            if s in g.get("acc_norm", {}):  # cloze: acc / acc_norm
+                norm = g["acc_norm"][s][0]
+                cells[s] = fmt_acc(mean, std) + " / " + fmt_acc(norm, None, marks)
+                data[f"{s}_norm"] = norm
         for fld, _ in avgs:
             covered = paper if fld == "avg_paper" else set(family.test_sets) - (
                 g["overlap"] if fld == "avg_excluding_overlap" else set())
@@ -144,9 +161,12 @@ def _published_rows(family, published: pd.DataFrame, avgs, paper_train_set: str 
 
 
 def accuracy_table(family, groups: list[dict], published: pd.DataFrame | None = None,
-                   paper_train_set: str | None = None) -> Table:
-    """The paper-style table of one task family: ours (seed-aggregated) then published rows."""
-    ours = [g for g in groups if g["task"] == family.name]
+                   paper_train_set: str | None = None, scoring: str = "generate") -> Table:
+    """The paper-style table of one task family and one scoring: ours (seed-aggregated), then the
+    published rows, which are generated answers and so sit only beside generate-scored ones."""
+    ours = [g for g in groups if g["task"] == family.name and g["scoring"] == scoring]
+    if scoring != "generate":
+        published = None
     any_overlap = any(g["overlap"] for g in ours)
     avgs = avg_columns(family, any_overlap)
     rows = _our_rows(family, ours, avgs)
@@ -172,7 +192,7 @@ def accuracy_table(family, groups: list[dict], published: pd.DataFrame | None = 
     if "n_seeds" in data:
         data["n_seeds"] = data["n_seeds"].astype("Int64")  # published rows have none: blank, not 1.0
 
-    title = f"{family.name.capitalize()} reasoning: accuracy (%)"
+    title = f"{family.name.capitalize()} reasoning: accuracy (%), {SCORING_TITLE.get(scoring, scoring)}"
     if len(limits) == 1 and limits[0]:
         title += f", ours on the first {limits[0]} items per set"
     notes = accuracy_notes(family, ours, rows, limits)
@@ -197,10 +217,16 @@ def accuracy_notes(family, ours: list[dict], rows: list[dict], limits: list[int]
         shown = ", ".join(f"first {l} items per set" if l else "every item" for l in limits)
         notes.append(f"Ours evaluated on a subset ({shown}): small-sample values, far noisier than the "
                      f"published full-set ones.")
-    if len({r["eval"] for r in rows if r["source"] == "ours"}) > 1 or any(
-            r["eval"] == "loglik" for r in rows):
-        notes.append("eval: 'generate' parses the generated answer as LLM-Adapters does; 'loglik' picks the "
-                     "answer option with the highest log-likelihood (not comparable with generate).")
+    scorings = {g["scoring"] for g in ours}
+    if "label" in scorings:
+        notes.append("label: the answer option whose label word (answer1, true, ...) is most likely after the "
+                     "LLM-Adapters prompt; it measures the answer format as much as knowledge, and is not "
+                     "comparable with generated answers or with lm-eval's cloze scores.")
+    if "cloze" in scorings:
+        notes.append("cloze: each option's text scored as the continuation of the set's standard zero-shot "
+                     "prompt, as lm-evaluation-harness does; cells are acc / acc_norm (acc_norm divides by the "
+                     "option's length in characters; sets lm-eval scores by acc alone show acc). BoolQ has no "
+                     "passage in LLM-Adapters' file, so its prompt lacks lm-eval's passage.")
     if any(r["source"].startswith("published") for r in rows):
         notes.append("Published rows are copied from the sources' READMEs (harness/data/published/), averages "
                      "as printed; their models, training sets, decoding and full test sets may differ from ours.")
@@ -236,7 +262,7 @@ def efficiency_table(groups: list[dict]) -> Table:
             "memory measured as": g["mem_kind"] or MISSING,
             "train tokens/s": fmt_num(m("tokens_per_second")),
             "eval questions/s": fmt_num(m("eval_qps")),
-            "forgetting (pts)": fmt_num(m("forgetting_avg"), 2) if _present(m("forgetting_avg")) else MISSING,
+            "forgetting (pts, 95% CI)": fmt_forgetting(m("forgetting_avg"), m("forgetting_low"), m("forgetting_high")),
             "parse failures (%)": fmt_num(100 * m("parse_failure_rate"), 2)
             if _present(m("parse_failure_rate")) else MISSING,
             "device": ", ".join(g["devices"]),
@@ -246,13 +272,16 @@ def efficiency_table(groups: list[dict]) -> Table:
                                         "variant", "n")}
                     | {f: g[f][0] for f in ("trainable", "total_params", "trainable_pct", "mem_train_gib",
                                             "mem_eval_gib", "tokens_per_second", "eval_qps", "forgetting_avg",
+                                            "forgetting_low", "forgetting_high",
                                             "parse_failure_rate")}
                     | {"tokens_per_second_std": g["tokens_per_second"][1], "mem_kind": g["mem_kind"],
                        "device": ";".join(g["devices"]), "run_ids": ";".join(g["run_ids"])})
     notes = ["Peak memory per phase: 'CUDA peak allocated' (torch.cuda.max_memory_allocated) on GPUs, "
              "'CPU peak RSS' (VmHWM) on CPU; the two are not comparable. The base model (method none) "
              "does not train: no train memory or throughput.",
-             "Forgetting: mean accuracy drop (points, before - after fine-tuning) on the retention suite; "
+             "Forgetting: points lost (before - after fine-tuning) on the retention suite, Biderman et al.'s: "
+             "cloze-scored HellaSwag (acc_norm), ARC-Challenge (acc_norm) and WinoGrande (acc), lm-eval style, "
+             "averaged over the sets; 95% paired bootstrap interval over the same items (mean over seeds); "
              "eval questions/s and parse failures: means over the test sets."]
     return Table("Efficiency", pd.DataFrame(disp), pd.DataFrame(data), notes)
 

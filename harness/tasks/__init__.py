@@ -132,7 +132,7 @@ def options(ts: TestSet, instruction: str) -> list[str]:
         return ["A", "B", "C", "D", "E"]
     if ts.kind == "label":
         return answer_options(instruction, list(ts.labels))
-    raise ConfigError(f"{ts.name} is not multiple choice: eval.scoring=loglik needs a multiple-choice set")
+    raise ConfigError(f"{ts.name} is not multiple choice: eval.scoring=label or cloze needs a multiple-choice set")
 
 
 _UNREACHABLE: set = set()
