@@ -138,6 +138,8 @@ class MethodConfig:
     # named as peft names them; checked against that class's fields
     peft: Dict[str, Any] = field(default_factory=dict)
     adapter: AdapterSection = field(default_factory=AdapterSection)
+    # keyword arguments of the method's own optimizer (LoRA+: peft's create_loraplus_optimizer)
+    optimizer: Dict[str, Any] = field(default_factory=dict)
     # bitfit: which bias-free projections receive new zero-initialised biases
     bitfit_targets: List[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
@@ -238,7 +240,7 @@ class RunConfig:
 
 # free-form sections: their keys are checked later against what reads them (peft's config class,
 # LlamaConfig), so a command-line override may add keys the YAML does not set
-FREE_FORM = ("method.peft", "model.tiny")
+FREE_FORM = ("method.peft", "method.optimizer", "model.tiny")
 GROUPS = ("model", "method", "task", "sweep")
 
 

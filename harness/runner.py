@@ -164,7 +164,7 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
             dist.barrier()
         out["train_info"] = train(model, tok, examples, c.train, c.method.lr, c.seed, device, dtype,
                                   plan.method.flops_per_param_token * total, on_log=tracker.log,
-                                  method=c.method.name, dist=dist, snapshots=snapshots)
+                                  method_cfg=c.method, dist=dist, snapshots=snapshots)
         out["memory"]["train"] = out["train_info"].pop("memory")
         if c.save or dist.fsdp:
             out["checkpoint"] = str(plan.paths.checkpoint)

@@ -19,7 +19,7 @@ from contextlib import nullcontext
 import torch
 from tqdm.auto import tqdm
 
-from harness import measure, prompts
+from harness import measure, methods, prompts
 from harness.distributed import Dist, merge_memory
 from harness.errors import ConfigError, Diverged
 from harness.train_state import Snapshots, fingerprint
@@ -147,8 +147,18 @@ def _inject_fault(loss, step: int, method: str):
     return loss * float("nan") if fault == "nan" else loss
 
 
+def make_optimizer(model, params: list, lr: float, tcfg, method_cfg, device: torch.device):
+    """The method's own optimizer when its registry entry has one (LoRA+'s learning-rate ratio),
+    else AdamW (fused on CUDA)."""
+    spec = methods.get(method_cfg.name) if method_cfg is not None else None
+    if spec is not None and spec.optimizer is not None:
+        return spec.optimizer(model, lr, tcfg.weight_decay, method_cfg)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=tcfg.weight_decay,
+                             fused=device.type == "cuda" and all(p.is_cuda for p in params))
+
+
 def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: torch.device,
-          dtype: torch.dtype, flops_per_token: float | None = None, on_log=None, method: str = "",
+          dtype: torch.dtype, flops_per_token: float | None = None, on_log=None, method_cfg=None,
           dist: Dist | None = None, snapshots: Snapshots | None = None) -> dict:
     """Train in place (resuming from `snapshots` when they hold this run's state); return the
     train_info part of the record. Throughput and memory cover the steps this process ran."""
@@ -160,8 +170,9 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
         raise ConfigError("the method left no trainable parameters")
     n = len(examples)
     steps_total = total_steps(tcfg, n)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=tcfg.weight_decay,
-                            fused=device.type == "cuda" and all(p.is_cuda for p in params))
+    method = method_cfg.name if method_cfg is not None else ""
+    spec = methods.get(method) if method else None
+    opt = make_optimizer(model, params, lr, tcfg, method_cfg, device)
     model, opt = dist.prepare(model, opt)  # DDP / FSDP wrapping when launched with several processes
     params = [p for p in model.parameters() if p.requires_grad]
     factor, warmup = schedule(steps_total, tcfg.warmup_steps)
@@ -222,6 +233,8 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
         grad_norm = dist.clip(params, tcfg.max_grad_norm) if tcfg.max_grad_norm > 0 else None
         opt.step()
         sched.step()
+        if spec is not None and spec.after_step is not None:  # e.g. AdaLoRA's rank-budget update
+            spec.after_step(dist.unwrap(model), step + 1)
         opt.zero_grad(set_to_none=True)
         step_times.append(measure.clock(device) - t0)
         losses.append(step_loss)

@@ -34,7 +34,7 @@ def build(cfg, device: torch.device, dtype: torch.dtype):
 
 def harness_loop(model, tok, examples, cfg, steps, device, dtype) -> dict:
     tcfg = OmegaConf.merge(cfg.train, {"max_steps": steps, "log_every": max(1, steps)})
-    info = train(model, tok, examples, tcfg, cfg.method.lr, cfg.seed, device, dtype, method=cfg.method.name)
+    info = train(model, tok, examples, tcfg, cfg.method.lr, cfg.seed, device, dtype, method_cfg=cfg.method)
     tp = info["throughput"]
     return {"steps": info["steps"], "losses": info["losses"], "real_tokens": tp["real_tokens"],
             "padded_tokens": tp["padded_tokens"], "fused_loss": info["fused_loss"],

@@ -66,6 +66,9 @@ class Method:
     frozen_base: bool = True  # False when base weights train (full fine-tuning)
     merges_for_eval: bool = False  # folded into an unquantised base for evaluation (LoRA-like)
     quantization_bits: tuple = (4, 8)  # the bit widths a quantised base may use
+    # (model, lr, weight_decay, MethodConfig) -> torch optimizer; None: AdamW over the trainable parameters
+    optimizer: Callable | None = None
+    after_step: Callable | None = None  # (model, global step) after every optimizer step
 
     def __post_init__(self):
         if self.family not in FAMILIES or self.quantization not in QUANTIZATION:
