@@ -136,9 +136,12 @@ def encode_pair(tok, context: str, continuation: str) -> tuple[list[int], list[i
 
 
 def _prompt_tokens(model) -> int:
-    """Virtual tokens a prompt-learning model (peft) puts before the input, which its logits include."""
+    """Virtual tokens a prompt-learning model (peft) puts before the input, which its logits include:
+    prompt tuning's and p-tuning's embeddings; prefix tuning's live only in the KV cache (no logits)."""
     cfg = getattr(model, "active_peft_config", None)
-    return int(getattr(cfg, "num_virtual_tokens", 0) or 0) if getattr(cfg, "is_prompt_learning", False) else 0
+    if not getattr(cfg, "is_prompt_learning", False) or cfg.peft_type == "PREFIX_TUNING":
+        return 0
+    return int(getattr(cfg, "num_virtual_tokens", 0) or 0)
 
 
 @torch.no_grad()

@@ -170,19 +170,31 @@ class TrainConfig:
     train_on_inputs: bool = True
     prompt_style: PromptStyle = PromptStyle.paper
     gradient_checkpointing: bool = False
-    group_by_length: bool = True  # length-grouped micro-batches: less padding, same objective
+    group_by_length: bool = True  # steps of examples of similar length: less padding, same objective
+    # a cap on the tokens of one forward (rows x longest, or the packed length) instead of a fixed number
+    # of rows; 0: train.micro_batch_size rows per forward. Same steps, same objective (harness.batching)
+    max_tokens_per_batch: int = 0
+    # padding-free: each forward's examples in one row, attention kept within each example
+    packing: bool = False
+    # validation: a fixed held-out slice of the training set (harness.validation), never test data
+    val_size: int = 0  # records held out of training (0: none)
+    eval_every: int = 0  # > 0: validation loss every N optimizer steps (and always at the end)
+    val_accuracy_items: int = 0  # validation accuracy at the end, on the first N held-out records
     fused_loss: FusedLoss = FusedLoss.auto
     compile: bool = False
+    # auto: bf16 on CUDA, fp32 on CPU; bf16 on a CPU with AMX / AVX512-BF16 is about 2x fp32
     precision: Precision = Precision.auto
     log_every: int = 10
 
 
 @dataclass
 class EvalConfig:
+    enabled: bool = True  # false: no test set is read (a learning-rate grid selects on validation only)
     limit: int = 0  # > 0 evaluates only the first N items of each test set
     batch_size: int = 16
     num_beams: int = 1  # 4 reproduces the paper's decoding
     scoring: Scoring = Scoring.generate
+    also: List[Scoring] = field(default_factory=list)  # more scorings of the same trained model
     max_new_tokens: Optional[int] = None  # None = the task's default
     hellaswag: HellaswagFile = HellaswagFile.auto
 
@@ -236,17 +248,18 @@ class RunConfig:
     reuse: Reuse = Reuse.same_code  # which complete records count as done (harness.env.code_identity)
     vram_check: bool = True  # ask the VRAM estimator before running on a GPU
     sweep: Any = None  # a sweep preset (conf/sweep) only sets hydra.sweeper.params
+    tags: Dict[str, Any] = field(default_factory=dict)  # labels for reports (a study's name and stage)
 
 
 # free-form sections: their keys are checked later against what reads them (peft's config class,
 # LlamaConfig), so a command-line override may add keys the YAML does not set
-FREE_FORM = ("method.peft", "method.optimizer", "model.tiny")
+FREE_FORM = ("method.peft", "method.optimizer", "model.tiny", "tags")
 GROUPS = ("model", "method", "task", "sweep")
 
 
 # keys that do not change what a run computes: left out of the run id
 NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "save", "force", "reuse", "wandb", "sweep", "vram_check", "cluster",
-                     "resume")
+                     "resume", "tags")
 
 
 def model_slug(name_or_path: str) -> str:

@@ -17,23 +17,37 @@ ANSWER_PREFIX = "the correct answer is "  # the LLM-Adapters commonsense trainin
 
 
 def _is_prompt_learning(model) -> bool:
+    """Prompt tuning, p-tuning and prefix tuning (peft): virtual tokens the input does not contain."""
     cfg = getattr(model, "active_peft_config", None)
     return bool(getattr(cfg, "is_prompt_learning", False))
 
 
 def _generate(model, enc, gen_cfg, tok):
-    """Generated token ids only. Prompt tuning goes through the base model with the soft prompt as
-    input embeddings: peft's own generate drops position ids, so left padding would shift the
-    positions of the real tokens and predictions would depend on the batch size."""
+    """Generated token ids only. Prompt-learning methods generate through the base model: peft's own
+    generate drops position ids (prompt tuning, p-tuning), so left padding would shift the positions
+    of the real tokens and predictions would depend on the batch size; and for prefix tuning it hands
+    the prefix over as `past_key_values`, which transformers 5 ignores in favour of its own `cache`.
+    Here the virtual tokens lead the attention mask, so position ids (counted from the mask) start
+    after them for every row, as in training."""
     if not _is_prompt_learning(model):
         seqs = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                               generation_config=gen_cfg, tokenizer=tok)
         return seqs[:, enc["input_ids"].shape[1]:]
     base = model.get_base_model()
-    embeds = base.get_input_embeddings()(enc["input_ids"])
-    soft = model.get_prompt(batch_size=embeds.shape[0]).to(embeds.dtype)
-    mask = torch.cat([torch.ones(soft.shape[:2], dtype=enc["attention_mask"].dtype, device=soft.device),
+    rows = enc["input_ids"].shape[0]
+    virtual = model.active_peft_config.num_virtual_tokens
+    mask = torch.cat([torch.ones((rows, virtual), dtype=enc["attention_mask"].dtype, device=enc["input_ids"].device),
                       enc["attention_mask"]], dim=1)
+    if model.active_peft_config.peft_type == "PREFIX_TUNING":  # a str enum
+        # the prefix is a filled KV cache; generate does not expand a given cache for beams, and every
+        # row's prefix is the same, so it is built for rows x beams. Given only the new tokens and a mask
+        # over cache + tokens, generate feeds all of them after the cache and returns them before its own.
+        cache = model.get_prompt(batch_size=rows * gen_cfg.num_beams)
+        seqs = base.generate(input_ids=enc["input_ids"], attention_mask=mask, cache=cache,
+                             generation_config=gen_cfg, tokenizer=tok)
+        return seqs[:, enc["input_ids"].shape[1]:]
+    embeds = base.get_input_embeddings()(enc["input_ids"])
+    soft = model.get_prompt(batch_size=rows).to(embeds.dtype)
     # from embeddings alone, generate returns only the new tokens
     return base.generate(inputs_embeds=torch.cat([soft, embeds], dim=1), attention_mask=mask,
                          generation_config=gen_cfg, tokenizer=tok)

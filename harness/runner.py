@@ -10,6 +10,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from omegaconf import OmegaConf
@@ -17,7 +18,7 @@ from omegaconf import OmegaConf
 from transformers import set_seed
 
 from harness import (atomic, data, env, evaluate, forgetting, measure, methods, models, record, secrets, tasks,
-                     tracking, validate)
+                     tracking, validate, validation)
 from harness.distributed import Dist, setup as dist_setup
 from harness.errors import ConfigError, Diverged, HarnessError
 from harness.measure import Laps
@@ -50,16 +51,26 @@ class Plan:
         self.warnings.append(message)
 
 
-def load_data(plan: Plan) -> tuple[dict, list[dict], list[dict]]:
-    """Test sets (limited), training examples, and provenance of everything read."""
+class Loaded(NamedTuple):
+    tests: dict  # name -> (TestSet, records, provenance); empty with eval.enabled=false
+    train: list[dict]
+    validation: list[dict]  # held out of the training set (harness.validation)
+    provenance: list[dict]
+    validation_info: dict
+
+
+def load_data(plan: Plan) -> Loaded:
+    """Test sets (limited), training and validation examples, and provenance of everything read.
+    With eval.enabled=false no test set is read at all (a learning-rate grid must not see them)."""
     c = plan.cfg
     tests = {}
-    for ts in plan.test_sets:
+    for ts in plan.test_sets if c.eval.enabled else []:
         records, meta = tasks.load_test_set(ts, c.cache_dir, c.eval.hellaswag)
         tests[ts.name] = (ts, tasks.select(records, c.eval.limit), meta)
-    train_records, provenance = [], []
+    train_records, provenance, val_records, val_info = [], [], [], {"items": 0}
     if plan.trains:
         train_records, provenance = tasks.load_train_set(plan.train_set, c.cache_dir)
+        train_records, val_records, val_info = validation.split(train_records, c.train.val_size)
         ds = data.to_dataset(train_records).shuffle(seed=c.seed)
         available = min(len(ds), c.train.limit) if c.train.limit else len(ds)
         keep = available
@@ -67,7 +78,7 @@ def load_data(plan: Plan) -> tuple[dict, list[dict], list[dict]]:
             keep = min(keep, c.train.max_steps * c.train.batch_size)
         train_records = ds.select(range(keep)).to_list()
         check_training_length(plan, available)
-    return tests, train_records, provenance
+    return Loaded(tests, train_records, val_records, provenance, val_info)
 
 
 # LLM-Adapters trains 3 epochs; far more than this is almost surely a mistake in train.max_steps
@@ -114,8 +125,9 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
     out: dict = {"device": str(device), "processes": dist.world}
     laps = Laps()
     out["phase_seconds"] = laps.seconds
-    tests, train_records, provenance = loaded
+    tests, train_records, provenance = loaded.tests, loaded.train, loaded.provenance
     out["data"] = {"train_set": plan.train_set.name, "train": provenance, "train_examples": len(train_records),
+                   "validation": loaded.validation_info,
                    "test": {n: {**meta, "evaluated": len(recs),
                                 "overlaps_training_data": n in plan.train_set.contaminates}
                             for n, (ts, recs, meta) in tests.items()}}
@@ -162,9 +174,16 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
         if c.force:  # force=true reruns from step 0
             snapshots.clear()
             dist.barrier()
+        val_examples = tokenize_examples(loaded.validation, tok, c.train.cutoff_len, c.train.train_on_inputs, style)
+        validate = ((lambda: validation.loss(model, tok, val_examples, c.eval.batch_size, device, dtype))
+                    if val_examples and dist.main else None)
         out["train_info"] = train(model, tok, examples, c.train, c.method.lr, c.seed, device, dtype,
                                   plan.method.flops_per_param_token * total, on_log=tracker.log,
-                                  method_cfg=c.method, dist=dist, snapshots=snapshots)
+                                  method_cfg=c.method, dist=dist, snapshots=snapshots, validate=validate)
+        if c.train.val_accuracy_items and dist.main:
+            out["train_info"]["validation_accuracy"] = validation.accuracy(
+                model, tok, loaded.validation[:c.train.val_accuracy_items], style, device, c.eval.batch_size,
+                c.eval.max_new_tokens or c.task.max_new_tokens)
         out["memory"]["train"] = out["train_info"].pop("memory")
         if c.save or dist.fsdp:
             out["checkpoint"] = str(plan.paths.checkpoint)
@@ -174,13 +193,18 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
                 atomic.replace_dir(plan.paths.checkpoint, prepared.save)
     laps("train")
 
-    if dist.main:
+    if dist.main and c.eval.enabled:
         model.eval()
         out["eval_merged_adapters"] = plan.method.merges_for_eval and merge_for_eval(model)
         mem = measure.PhaseMemory(device).start()
         out["eval"], out["_predictions"], out["eval_info"] = evaluate_all(model, tok, tests, plan, device)
         out["memory"]["eval"] = mem.read()
         laps("eval")
+        for scoring in c.eval.also:  # more scorings of the same trained model (a record row each)
+            metrics, predictions, timing = evaluate_all(model, tok, tests, plan, device, scoring)
+            out.setdefault("eval_also", {})[str(scoring)] = {"eval": metrics, "eval_info": timing}
+            out["_predictions"].update({f"{scoring}/{name}": rows for name, rows in predictions.items()})
+            laps(f"eval_{scoring}")
         if c.forgetting.enabled:
             after = forgetting.score(model, tok, c.forgetting, style, device, c.cache_dir)
             out["forgetting"] = forgetting.summarise(before, after)
@@ -199,13 +223,13 @@ def merge_for_eval(model) -> bool:
     return True
 
 
-def evaluate_all(model, tok, tests: dict, plan: Plan, device) -> tuple[dict, dict, dict]:
+def evaluate_all(model, tok, tests: dict, plan: Plan, device, scoring=None) -> tuple[dict, dict, dict]:
     """Metrics and predictions of every test set, and the timing of the evaluation pass."""
     c = plan.cfg
     max_new = c.eval.max_new_tokens or c.task.max_new_tokens
     metrics_by_set, predictions, timing = evaluate.evaluate_sets(
-        model, tok, [(ts, recs) for ts, recs, _ in tests.values()], c.eval.scoring, max_new, c.eval.batch_size,
-        c.eval.num_beams, c.train.prompt_style, device)
+        model, tok, [(ts, recs) for ts, recs, _ in tests.values()], scoring or c.eval.scoring, max_new,
+        c.eval.batch_size, c.eval.num_beams, c.train.prompt_style, device)
     for name, (ts, recs, meta) in tests.items():
         metrics = metrics_by_set[name]
         metrics["approximate"] = bool(meta.get("approximate"))
@@ -297,7 +321,7 @@ def run(cfg) -> dict:
         if dist.main:
             for name, rows in predictions.items():
                 atomic.write_jsonl(plan.paths.predictions / f"{name}.jsonl", rows)
-            rec["summary"] = summary(plan, out["eval"])
+            rec["summary"] = summary(plan, out["eval"]) if "eval" in out else None
     except HarnessError:
         tracker.finish(None, {})
         raise

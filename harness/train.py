@@ -11,21 +11,21 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import signal
 import statistics
 from contextlib import nullcontext
 
 import torch
 from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
 
 from harness import measure, methods, prompts
+from harness.batching import IGNORE, collate, epoch_steps, split_step
 from harness.distributed import Dist, merge_memory
 from harness.errors import ConfigError, Diverged
 from harness.train_state import Snapshots, fingerprint
 
 log = logging.getLogger("harness.train")
-IGNORE = -100
 
 
 def tokenize_examples(records: list[dict], tok, cutoff_len: int, train_on_inputs: bool, style: str) -> list[dict]:
@@ -49,49 +49,11 @@ def tokenize_examples(records: list[dict], tok, cutoff_len: int, train_on_inputs
     return out
 
 
-def micro_batches(lengths: list[int], micro: int, seed: int, group_by_length: bool) -> list[list[int]]:
-    """One epoch of micro-batches: shuffled; with grouping, each window of 64 micro-batches is
-    sorted by length (HF's megabatch scheme), then the micro-batches are shuffled again."""
-    rng = random.Random(seed)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    if not group_by_length:
-        return [order[i:i + micro] for i in range(0, len(order), micro)]
-    window = micro * 64
-    batches = []
-    for s in range(0, len(order), window):
-        chunk = sorted(order[s:s + window], key=lambda i: -lengths[i])
-        batches += [chunk[i:i + micro] for i in range(0, len(chunk), micro)]
-    rng.shuffle(batches)
-    return batches
-
-
-def collate(examples: list[dict], pad_id: int, device: torch.device) -> dict:
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, e in enumerate(examples):
-        n = len(e["input_ids"])
-        ids[row, :n] = torch.tensor(e["input_ids"])
-        labels[row, :n] = torch.tensor(e["labels"])
-        mask[row, :n] = 1
-    # counted on the CPU, before the copy: no device synchronisation per micro-batch
-    counts = {"items": int((labels[:, 1:] != IGNORE).sum()), "real": int(mask.sum()), "padded": ids.numel(),
-              "rows": len(examples)}
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device),
-            "counts": counts}
-
-
-def schedule(total_steps: int, warmup_steps: int):
-    """Linear warmup then linear decay to zero. Warmup is capped at a tenth of a short run."""
+def schedule(optimizer, total_steps: int, warmup_steps: int):
+    """transformers' linear schedule (warmup from 0, as LLM-Adapters' Trainer runs it), with the warmup
+    capped at a tenth of a short run (LLM-Adapters' 100 warmup steps would be all of a 20-step run)."""
     warmup = min(warmup_steps, max(1, total_steps // 10))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-    return factor, warmup
+    return get_linear_schedule_with_warmup(optimizer, warmup, total_steps), warmup
 
 
 def accumulation_steps(tcfg, world: int = 1) -> int:
@@ -159,9 +121,10 @@ def make_optimizer(model, params: list, lr: float, tcfg, method_cfg, device: tor
 
 def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: torch.device,
           dtype: torch.dtype, flops_per_token: float | None = None, on_log=None, method_cfg=None,
-          dist: Dist | None = None, snapshots: Snapshots | None = None) -> dict:
+          dist: Dist | None = None, snapshots: Snapshots | None = None, validate=None) -> dict:
     """Train in place (resuming from `snapshots` when they hold this run's state); return the
-    train_info part of the record. Throughput and memory cover the steps this process ran."""
+    train_info part of the record. Throughput and memory cover the steps this process ran.
+    `validate()` (the validation loss) runs every train.eval_every steps and at the end, off the clock."""
     dist = dist or Dist()
     snapshots = snapshots or Snapshots(None)
     accum = accumulation_steps(tcfg, dist.world)
@@ -175,10 +138,13 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
     opt = make_optimizer(model, params, lr, tcfg, method_cfg, device)
     model, opt = dist.prepare(model, opt)  # DDP / FSDP wrapping when launched with several processes
     params = [p for p in model.parameters() if p.requires_grad]
-    factor, warmup = schedule(steps_total, tcfg.warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and dtype == torch.bfloat16
-                else nullcontext())
+    sched, warmup = schedule(opt, steps_total, tcfg.warmup_steps)
+    # bf16: weights loaded in bf16 (harness.models) and every matmul under autocast, trainable fp32
+    # parameters included; on CPUs with AMX / AVX512-BF16 that is about twice fp32's speed
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == torch.bfloat16 else nullcontext()
+    if dist.world > 1 and tcfg.max_tokens_per_batch:
+        raise ConfigError("train.max_tokens_per_batch gives steps a varying number of forwards; several "
+                          "processes need the same number each: leave it 0 with several processes")
     liger = use_liger(dist.unwrap(model), tcfg, device)
     forward = torch.compile(model) if tcfg.compile else model
     lengths = [len(e["input_ids"]) for e in examples]
@@ -189,15 +155,16 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
     def steps():
         epoch = 0
         while True:
-            mbs = micro_batches(lengths, tcfg.micro_batch_size, seed + epoch, tcfg.group_by_length)
-            for s in range(0, len(mbs), accum):  # a short last step is normalised by its own tokens
-                if dist.world > 1 and len(mbs[s:s + accum]) < accum:
+            for step in epoch_steps(lengths, tcfg.batch_size, seed + epoch, tcfg.group_by_length):
+                forwards = split_step(step, lengths, tcfg.micro_batch_size, tcfg.max_tokens_per_batch, tcfg.packing)
+                if dist.world > 1 and len(forwards) < accum:
                     break  # every rank needs its share of micro-batches: drop a short last step
-                yield mbs[s:s + accum]
+                yield forwards  # a short last step is normalised by its own tokens
             epoch += 1
 
     model.train()
-    step_times, real_tokens, padded_tokens, samples, snapshot_seconds = [], 0, 0, 0, 0.0
+    step_times, step_tokens, real_tokens, padded_tokens, samples, snapshot_seconds = [], [], 0, 0, 0, 0.0
+    val_losses: list[dict] = []
     memory = measure.PhaseMemory(device).start()
     # a live bar with ETA on a terminal; nothing when output is a file (the log lines stay)
     bar = tqdm(total=steps_total, initial=start, desc="train", unit="step", disable=None if dist.main else True,
@@ -208,16 +175,16 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
             continue
         t0 = measure.clock(device)
         mine = group[dist.rank::dist.world]  # this rank's share of the step's micro-batches
-        batches = [collate([examples[i] for i in mb], pad_id, device) for mb in mine]
+        batches = [collate([examples[i] for i in mb], pad_id, device, tcfg.packing) for mb in mine]
         step_items = max(1.0, dist.sum(sum(b["counts"]["items"] for b in batches)))  # all ranks' label tokens
         step_loss = torch.zeros((), device=device)
+        step_tokens.append(sum(b["counts"]["real"] for b in batches))
         for k, b in enumerate(batches):
             items = b["counts"]["items"]
             with dist.no_sync(model, last=k == len(batches) - 1):
                 with autocast:
                     # use_cache=False: a KV cache is useless in training and costs memory
-                    out = forward(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                                  labels=b["labels"], use_cache=False)
+                    out = forward(**b["inputs"], use_cache=False)
                 # HF returns the mean over this micro-batch's tokens; rescale to sum / step tokens
                 loss = _inject_fault(out.loss * (items / step_items), step + 1, method)
                 del out  # drop the logits before the backward pass and the next forward
@@ -240,6 +207,13 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
         losses.append(step_loss)
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
+        if validate is not None and ((tcfg.eval_every and (step + 1) % tcfg.eval_every == 0)
+                                     or step + 1 == steps_total):
+            t_val = measure.clock(device)
+            val_losses.append({"step": step + 1, "loss": validate()})
+            snapshot_seconds += measure.clock(device) - t_val  # not training time
+            if on_log:
+                on_log(step + 1, {"val/loss": val_losses[-1]["loss"]})
         if dist.sum(float(snapshots.due(step + 1))):  # ranks agree (time-based); its time is not training time
             t_snap = measure.clock(device)
             snapshots.save(step + 1, dist.unwrap(model), opt, sched, losses, samples_before + dist.sum(samples),
@@ -258,18 +232,28 @@ def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: 
     model.eval()
     real_tokens, padded_tokens, samples = (int(dist.sum(x)) for x in (real_tokens, padded_tokens, samples))
     per_second = (lambda x: round(x / wall, 4) if step_times else None)  # noqa: E731 (none when resumed at the end)
+    # the first step pays one-off costs (allocator growth, kernel selection, torch.compile's compilation)
+    after_first = (round(dist.sum(sum(step_tokens[1:])) / sum(step_times[1:]), 4)
+                   if len(step_times) > 1 and sum(step_times[1:]) > 0 else None)
     info = {
         "steps": len(losses), "epochs_seen": round((samples_before + samples) / n, 4), "examples": n,
         "resumed_from_step": start, "snapshots_saved": snapshots.saved, "snapshot_seconds": round(snapshot_seconds, 3),
         "accumulation": accum, "warmup_steps": warmup, "lr": lr,
         "loss_first": losses[0], "loss_last": losses[-1],
         "loss_mean_last10": statistics.fmean(losses[-10:]), "losses": [round(x, 5) for x in losses],
+        "validation_loss": val_losses,
         "fused_loss": "liger" if liger else "torch", "compiled": tcfg.compile,
+        "precision": str(dtype).replace("torch.", ""), "autocast": dtype == torch.bfloat16,
+        "packing": tcfg.packing, "max_tokens_per_batch": tcfg.max_tokens_per_batch,
+        "group_by_length": tcfg.group_by_length,
         "memory": merge_memory(dist.gather(memory.read())),
         "processes": dist.world,
         "throughput": {
             "wall_seconds": round(wall, 4), "steps_timed": len(step_times),
             "median_step_seconds": round(statistics.median(step_times), 5) if step_times else None,
+            "first_step_seconds": round(step_times[0], 5) if step_times else None,
+            "step_seconds": [round(t, 5) for t in step_times], "step_tokens": step_tokens,
+            "tokens_per_second_after_first": after_first,
             "tokens_per_second": per_second(real_tokens),
             "padded_tokens_per_second": per_second(padded_tokens),
             "samples_per_second": per_second(samples),

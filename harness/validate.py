@@ -38,6 +38,9 @@ def check(cfg, here: bool = True) -> None:
     check_method(cfg.method, spec)
     if spec.trains:
         check_training(cfg.train, cfg.method.lr)
+        if cfg.train.packing and spec.family == "prompt":
+            raise ConfigError(f"train.packing=true cannot train method={spec.name}: its virtual tokens come once, "
+                              f"before the row, so packed examples after the first would not see them")
     check_task(cfg)
     check_evaluation(cfg)
     for key in ("resume.every_steps", "resume.every_minutes", "seed"):
@@ -73,6 +76,15 @@ def check_training(t, lr: float) -> None:
                           f"must be >= 0 (max_grad_norm 0 turns clipping off)")
     if t.log_every < 1:
         raise ConfigError(f"train.log_every={t.log_every} must be >= 1")
+    for key in ("val_size", "eval_every", "val_accuracy_items"):
+        if t[key] < 0:
+            raise ConfigError(f"train.{key}={t[key]} must be >= 0")
+    if t.val_accuracy_items > t.val_size:
+        raise ConfigError(f"train.val_accuracy_items={t.val_accuracy_items} is more than the train.val_size="
+                          f"{t.val_size} records held out")
+    if t.max_tokens_per_batch < 0:
+        raise ConfigError(f"train.max_tokens_per_batch={t.max_tokens_per_batch} must be >= 0 (0: "
+                          f"train.micro_batch_size rows per forward)")
 
 
 def check_method(m, spec: methods.Method) -> None:
@@ -164,17 +176,23 @@ def check_evaluation(cfg) -> None:
         if e.limit > size:
             raise ConfigError(f"eval.limit={e.limit} is larger than {name} ({size} items); use eval.limit=0 for "
                               f"every item, or at most {size}")
-    if e.scoring == "label":
+    scorings = [e.scoring, *e.also]
+    if len(set(scorings)) < len(scorings):
+        raise ConfigError(f"eval.also={list(e.also)} repeats a scoring (eval.scoring={e.scoring})")
+    if "label" in scorings:
         bad = [n for n in names if not family.test_set(n).multiple_choice]
         if bad:
-            raise ConfigError(f"eval.scoring=label needs multiple-choice sets; {bad} are not "
+            raise ConfigError(f"eval.scoring=label (or eval.also) needs multiple-choice sets; {bad} are not "
                               f"(use task=commonsense or eval.scoring=generate)")
-    if e.scoring == "cloze":
+    if "cloze" in scorings:
         bad = [n for n in names if n not in cloze.SETS]
         if bad:
-            raise ConfigError(f"eval.scoring=cloze is defined for the commonsense sets ({', '.join(cloze.SETS)}); "
+            raise ConfigError(f"eval.scoring=cloze (or eval.also) is defined for the commonsense sets ({', '.join(cloze.SETS)}); "
                               f"{bad} are not (use eval.scoring=generate, or label for AQuA)")
     if cfg.forgetting.enabled:
+        if not e.enabled:
+            raise ConfigError("forgetting.enabled=true scores test sets (HellaSwag, ARC-c, WinoGrande) while "
+                              "eval.enabled=false keeps them unread: set forgetting.enabled=false too")
         check_retention_suite(cfg.forgetting)
 
 

@@ -10,12 +10,10 @@ import torch
 
 from harness.bench import cli, report
 
-METHOD_ROW_KEYS = {"method", "status", "error", "method_config", "plain", "harness", "speedup", "memory_ratio",
-                   "same_tokens", "flags"}
-SIDE_KEYS = {"steps", "losses", "real_tokens", "padded_tokens", "seconds", "call_seconds", "tokens_per_second",
-             "peak_gib", "memory", "loss_last", "padded_fraction"}
-MD_COLUMNS = ("method", "plain tok/s", "harness tok/s", "speedup", "plain peak GiB", "harness peak GiB",
-              "memory ratio", "final loss", "reference q/s", "harness q/s")
+ROW_KEYS = {"status", "steps", "losses", "step_seconds", "step_tokens", "tokens_per_second", "first_step_seconds",
+            "timed_steps", "real_tokens", "peak_gib", "memory", "loss_mean", "precision"}
+LOOPS = {"reference", "trainer_grouped", "trl_padding_free", "naive", "harness", "harness+packing",
+         "harness+bf16", "harness+all"}
 
 
 @pytest.fixture
@@ -40,49 +38,54 @@ def only_result(out):
 
 
 def test_bench_compares_training_and_evaluation(bench, tmp_path):
-    assert bench(tmp_path, "--methods", "lora,full", "--steps", "2", "--eval-questions", "2",
-                 "--eval-max-new-tokens", "8") == 0
+    assert bench(tmp_path, "--methods", "lora,full", "--steps", "3", "--eval-questions", "2",
+                 "--eval-max-new-tokens", "8", "--levers", "packing,bf16") == 0
     doc, md = only_result(tmp_path)
     c = doc["config"]
-    assert c["model"] == "tiny-random" and c["device"] == "cpu" and c["steps"] == 2
-    assert c["methods"] == ["lora", "full"] and c["train_examples"] == 2 * 4
+    assert c["model"] == "tiny-random" and c["device"] == "cpu" and c["steps"] == 3
+    assert c["methods"] == ["lora", "full"] and c["train_examples"] == 3 * 4 and c["levers"] == ["packing", "bf16"]
     assert c["run_config"]["train"]["cutoff_len"] == 128
     assert doc["environment"]["versions"]["torch"] and doc["environment"]["device_type"] == "cpu"
-    assert [r["method"] for r in doc["training"]] == ["lora", "full"]
-    for row in doc["training"]:
-        assert METHOD_ROW_KEYS <= set(row) and row["status"] == "ok", row.get("error")
-        for side in ("plain", "harness"):
-            s = row[side]
-            assert SIDE_KEYS <= set(s) and s["steps"] == 2
-            assert s["tokens_per_second"] > 0 and s["peak_gib"] > 0 and math.isfinite(s["loss_last"])
-            # tokens/s is over the timed steps as the loop clocks them: inside the whole call, setup excluded
-            assert 0 < s["seconds"] <= s["call_seconds"]
-            assert s["tokens_per_second"] == pytest.approx(s["real_tokens"] / s["seconds"], rel=1e-2)
-        assert row["same_tokens"]  # same examples: the same useful tokens on both sides
-        assert row["speedup"] == pytest.approx(row["harness"]["tokens_per_second"] / row["plain"]["tokens_per_second"],
-                                               rel=1e-2)
-        assert row["memory_ratio"] == pytest.approx(row["harness"]["peak_gib"] / row["plain"]["peak_gib"], rel=1e-2)
-        # a row that misses the 2x target says so (a tiny CPU model usually does), and only then
-        assert ("below 2× target" in row["flags"]) == (row["speedup"] < 2.0)
+    for m in doc["training"]:
+        rows = m["rows"]
+        assert set(rows) == LOOPS, set(rows)
+        for name, r in rows.items():
+            assert r["status"] == "ok" and ROW_KEYS <= set(r), (name, r.get("error"))
+            assert r["steps"] == 3 == len(r["losses"]) == len(r["step_seconds"]) and r["timed_steps"] == 2
+            # tokens/s over the steps after the first, as each loop's own clock and token count say
+            assert r["tokens_per_second"] == pytest.approx(sum(r["step_tokens"][1:]) / sum(r["step_seconds"][1:]),
+                                                           rel=1e-2)
+            assert r["speedup"] == pytest.approx(r["tokens_per_second"] / rows["reference"]["tokens_per_second"],
+                                                 rel=1e-2)
+            assert r["memory_ratio"] == pytest.approx(r["peak_gib"] / rows["reference"]["peak_gib"], rel=1e-2)
+            assert r["real_tokens"] == rows["reference"]["real_tokens"]  # the same examples: the same real tokens
+            # the same objective: every loop's mean loss is the reference Trainer's, within float noise here
+            assert r["loss_mean"] == pytest.approx(rows["reference"]["loss_mean"], rel=2e-3), name
+            assert "objective differs from the reference" not in r["flags"]
+        assert rows["harness+bf16"]["precision"] == "bfloat16" and rows["harness"]["precision"] == "float32"
+        best = rows["harness+all"]
+        assert ("below the 2× target" in best["flags"]) == (best["speedup"] < 2.0)
+        assert m["meets_targets"] == (not best["flags"])
     ev = doc["evaluation"]
     assert ev["test_set"] == "gsm8k" and ev["questions"] == 2 and ev["max_new_tokens"] == 8
-    for side in ("reference", "harness"):  # 2 questions: an accuracy is 0, 50 or 100
-        assert ev[side]["questions_per_second"] > 0 and ev[side]["accuracy"] in (0.0, 50.0, 100.0)
-    assert ev["reference"]["decoding"] == "beam4" and ev["reference"]["batch_size"] == 1
-    assert ev["speedup"] == pytest.approx(ev["harness"]["questions_per_second"] / ev["reference"]["questions_per_second"],
-                                          rel=1e-2)
-    assert ev["accuracy_differs"] == (ev["reference"]["accuracy"] != ev["harness"]["accuracy"])
+    assert set(ev["sides"]) == {"reference", "hf_batched", "harness", "harness+bf16"}
+    for side in ev["sides"].values():  # 2 questions: an accuracy is 0, 50 or 100
+        assert side["questions_per_second"] > 0 and side["accuracy"] in (0.0, 50.0, 100.0)
+        assert side["speedup"] == pytest.approx(
+            side["questions_per_second"] / ev["sides"]["reference"]["questions_per_second"], rel=1e-2)
+    assert ev["sides"]["reference"]["decoding"] == "beam4" and ev["sides"]["reference"]["batch_size"] == 1
     assert doc["suite"] is None
-    for column in MD_COLUMNS:
-        assert column in md
-    assert "| lora |" in md and "| full |" in md and "| gsm8k | 2 |" in md
+    assert "transformers.Trainer, LLM-Adapters settings" in md and "| lora |" in md and "| full |" in md
+    assert "plain HF batched greedy" in md
 
 
 def test_one_method_gives_one_row(bench, tmp_path):
-    assert bench(tmp_path, "--methods", "lora", "--steps", "1", "--eval-questions", "0") == 0
+    assert bench(tmp_path, "--methods", "lora", "--steps", "2", "--eval-questions", "0", "--levers", "none",
+                 "--baselines", "reference") == 0
     doc, md = only_result(tmp_path)
     assert [r["method"] for r in doc["training"]] == ["lora"] and doc["evaluation"] is None
-    assert md.count("| lora |") == 1
+    assert list(doc["training"][0]["rows"]) == ["reference", "harness", "harness+all"]
+    assert md.count("| lora |") == 3
 
 
 def test_bad_method_exits_2_before_any_work(bench, tmp_path, capsys):
@@ -95,7 +98,9 @@ def test_bad_method_exits_2_before_any_work(bench, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["method=lora"], "--methods"),
-    (["--steps", "0"], "--steps must be >= 1"),
+    (["--steps", "1"], "--steps must be >= 2"),
+    (["--levers", "warp"], "unknown --levers ['warp']"),
+    (["--baselines", "naive"], "--baselines must include reference"),
     (["--eval-set", "nope"], "unknown --eval-set"),
     (["train.batch_size=6", "train.micro_batch_size=4"], "multiple of train.micro_batch_size"),
     (["train.no_such_key=1"], "unknown key 'train.no_such_key'"),

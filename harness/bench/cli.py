@@ -50,8 +50,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default eval.max_new_tokens, else the task's: 256 for arithmetic)")
     parser.add_argument("--suite", action="store_true", help="also time the harness evaluation of all 15 test "
                         "sets (the <= 5 min target; eval.limit=N shortens it)")
+    parser.add_argument("--baselines", default=",".join(BASELINES),
+                        help=f"library baselines to run (default {','.join(BASELINES)})")
+    parser.add_argument("--levers", help="harness levers measured one at a time (default: packing,token_budget,"
+                        "bf16 on a CPU, plus compile on a GPU); 'none' for the plain harness row only")
     parser.add_argument("--out", default="results/bench", help="output directory (default results/bench)")
     return parser.parse_intermixed_args(argv)
+
+
+BASELINES = ("reference", "trainer_grouped", "trl_padding_free", "naive")
+
+
+def parse_list(spec: str | None, valid, default, what: str) -> list[str]:
+    names = list(default) if spec is None else [x.strip() for x in spec.split(",") if x.strip() and x != "none"]
+    unknown = [x for x in names if x not in valid]
+    if unknown:
+        raise ConfigError(f"unknown {what} {unknown}; choose from {','.join(valid)}")
+    return list(dict.fromkeys(names))
 
 
 @dataclass
@@ -71,6 +86,8 @@ class Settings:
     eval_max_new_tokens: int
     suite: bool
     out: Path
+    baselines: list = field(default_factory=list)
+    levers: list = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
 
 
@@ -123,7 +140,8 @@ def resolve(args: argparse.Namespace, argv: list[str]) -> Settings:
     cfgs, _, _ = resolve_runs(overrides + [f"method={','.join(['none'] + names)}"], multirun=True)
     configs = {cfg.method.name: cfg for cfg in cfgs}
     base = configs.pop("none")
-    steps = _positive("--steps", args.steps if args.steps is not None else pick(DEFAULT_STEPS))
+    # the first optimizer step is never timed: at least one more must be
+    steps = _positive("--steps", args.steps if args.steps is not None else pick(DEFAULT_STEPS), minimum=2)
 
     family = tasks.get_family(base.task.name)
     records, provenance = tasks.load_train_set(family.train_set(base.task.train_set), base.cache_dir)
@@ -154,7 +172,13 @@ def resolve(args: argparse.Namespace, argv: list[str]) -> Settings:
             raise PermissionError("not writable")
     except OSError as exc:
         raise ConfigError(f"cannot write to --out {out}: {exc}; pass --out <writable dir>") from exc
+    levers = parse_list(args.levers, training.LEVERS,
+                        [lv for lv in training.LEVERS if lv != "compile" or gpu], "--levers")
+    baselines = parse_list(args.baselines, BASELINES, BASELINES, "--baselines")
+    if "reference" not in baselines:
+        raise ConfigError("--baselines must include reference: every ratio is against it")
     return Settings(device=device, model=base.model.name, overrides=overrides, base=base, configs=configs,
+                    baselines=baselines, levers=levers,
                     skipped=skipped, steps=steps, train_records=train_records, train_provenance=provenance,
                     eval_questions=n_eval, eval_set=ts, eval_records=eval_records,
                     eval_max_new_tokens=_positive("--eval-max-new-tokens", max_new), suite=args.suite, out=out,
@@ -174,11 +198,16 @@ def run_evaluations(s: Settings) -> tuple[dict | None, dict | None]:
     comparison = suite = None
     try:
         if s.eval_questions:
-            say(f"evaluation: {s.eval_questions} {s.eval_set.name} questions, reference (beam 4, batch 1) vs harness")
-            comparison = evaluation.compare(model, tok, s.eval_set, s.eval_records, cfg, s.eval_max_new_tokens,
-                                            s.device)
-            say(f"evaluation: reference {comparison['reference']['questions_per_second']:.3f} q/s, harness "
-                f"{comparison['harness']['questions_per_second']:.3f} q/s ({comparison['speedup']:.2f}x)")
+            say(f"evaluation: {s.eval_questions} {s.eval_set.name} questions: reference (beam 4, batch 1), plain "
+                f"batched greedy, harness" + (", harness in bf16" if "bf16" in s.levers else ""))
+            by_precision = {str(dtype).replace("torch.", "").replace("float32", "fp32").replace("bfloat16", "bf16"): model}
+            if "bf16" in s.levers and dtype != torch.bfloat16:
+                by_precision["bf16"] = training.build(cfg, s.device, torch.bfloat16)[0]
+            comparison = evaluation.compare(by_precision, tok, s.eval_set, s.eval_records, cfg,
+                                            s.eval_max_new_tokens, s.device)
+            for name, side in comparison["sides"].items():
+                say(f"evaluation {name}: {side['questions_per_second']:.3f} q/s ({side['speedup']:.2f}x the reference)")
+            del by_precision
         if s.suite:
             say("suite: harness evaluation of every test set")
             suite = evaluation.suite(model, tok, cfg, s.device)
@@ -194,15 +223,16 @@ def run(s: Settings) -> int:
     stem = report.output_stem(s.out, s.device, s.model, started)
     rows = []
     for name, cfg in s.configs.items():
-        say(f"{name}: plain loop vs harness loop, {s.steps} timed steps each")
-        row = training.compare_method(cfg, s.train_records, s.steps, s.device)
+        say(f"{name}: {', '.join(s.baselines)}, harness and its levers ({', '.join(s.levers) or 'none'}), "
+            f"{s.steps} optimizer steps each")
+        row = training.compare_method(cfg, s.train_records, s.steps, s.levers, s.baselines)
         rows.append(row)
-        if row["status"] == "ok":
-            say(f"{name}: plain {row['plain']['tokens_per_second']:,.0f} tok/s, harness "
-                f"{row['harness']['tokens_per_second']:,.0f} tok/s ({row['speedup']:.2f}x), memory ratio "
-                f"{row['memory_ratio']}")
-        else:
-            say(f"{name}: FAILED {row['error']}")
+        for loop, r in row["rows"].items():
+            if r["status"] == "ok":
+                say(f"{name} {loop}: {r['tokens_per_second'] or 0:,.0f} tok/s ({r.get('speedup') or 0:.2f}x the "
+                    f"reference), peak {r['peak_gib']} GiB, mean loss {r['loss_mean']}")
+            else:
+                say(f"{name} {loop}: {r['status']} {r.get('error') or r.get('why')}")
     eval_error = None
     try:
         comparison, suite = run_evaluations(s)
@@ -217,7 +247,8 @@ def run(s: Settings) -> int:
         "kind": "peft-bench/bench", "schema": 1, "started": started.isoformat(),
         "finished": datetime.now(timezone.utc).isoformat(),
         "config": {"model": s.model, "device": s.device.type, "methods": list(s.configs), "steps": s.steps,
-                   "warmup_steps_untimed": 1, "eval_set": s.eval_set.name, "eval_questions": s.eval_questions,
+                   "untimed_first_steps": 1, "baselines": s.baselines, "levers": s.levers,
+                   "eval_set": s.eval_set.name, "eval_questions": s.eval_questions,
                    "eval_max_new_tokens": s.eval_max_new_tokens, "suite": s.suite, "out": str(s.out),
                    "overrides": s.overrides, "argv": s.argv, "train_examples": len(s.train_records),
                    "train_data": s.train_provenance,
@@ -232,7 +263,8 @@ def run(s: Settings) -> int:
     json_path, md_path = report.write(doc, stem)
     print(report.markdown(doc))
     say(f"wrote {json_path} and {md_path}")
-    return 0 if all(r["status"] == "ok" for r in rows) and not eval_error else 1
+    failed = [r for row in rows for r in row["rows"].values() if r["status"] == "failed"]
+    return 0 if not failed and not eval_error else 1
 
 
 def main(argv: list[str] | None = None) -> int:

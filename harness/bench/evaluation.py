@@ -1,11 +1,12 @@
 """Evaluation comparison: LLM-Adapters' evaluate.py decoding against the harness's, same questions.
 
-Reference (their evaluate.py, verbatim in what it computes): one prompt at a time, no attention
+Rows: the reference, LLM-Adapters' evaluate.py (verbatim in what it computes): one prompt at a time, no attention
 mask, 4-beam search, max_new_tokens, return_dict_in_generate with output_scores, the whole sequence
 decoded and split at "### Response:". Their temperature/top_p/top_k are left out: without
 do_sample they change nothing, and transformers warns about them on every call.
-Harness: `harness.evaluate.evaluate_set` (batched, length-sorted, left-padded, KV cache,
-eval.num_beams, stop at a repeated response marker).
+hf_batched: plain Hugging Face batched greedy generation in the questions' order. harness:
+`harness.evaluate.generate_answers` (length-sorted batches, left padding, KV cache, per-row stop at a
+repeated response marker), and the same in bf16 (on CPUs with AMX / AVX512-BF16, and on GPUs).
 Both score with the harness's extraction, so an accuracy difference comes from decoding alone.
 Both decode the base model (method=none): the same weights for both sides, whatever was trained.
 """
@@ -43,37 +44,62 @@ def _timed(device, fn):
     return result, seconds, memory.read().get(measure.peak_key(device))
 
 
-def compare(model, tok, ts: tasks.TestSet, records: list[dict], cfg, max_new_tokens: int,
+@torch.no_grad()
+def hf_batched_responses(model, tok, texts: list[str], max_new_tokens: int, batch_size: int,
+                         device: torch.device) -> tuple[list[str], list[int]]:
+    """Plain Hugging Face batched greedy generation: batches in the questions' order, left padding,
+    every row decoded for max_new_tokens unless EOS (no length sorting, no stop strings)."""
+    tok.padding_side = "left"
+    responses, n_generated = [], []
+    for start in range(0, len(texts), batch_size):
+        enc = tok(texts[start:start + batch_size], return_tensors="pt", padding=True).to(device)
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+        for row in out[:, enc["input_ids"].shape[1]:]:
+            text = tok.decode(row, skip_special_tokens=True)
+            responses.append(prompts.response_text(text))
+            n_generated.append(int((row != tok.pad_token_id).sum()))
+    return responses, n_generated
+
+
+def _side(ts, records, responses, n_generated, seconds, peak, **extra) -> dict:
+    n = len(records)
+    correct = sum(tasks.is_correct(ts, tasks.extract(ts, r), rec["answer"]) for r, rec in zip(responses, records))
+    return {**extra, "seconds": round(seconds, 4), "questions_per_second": round(n / seconds, 4),
+            "accuracy": round(100.0 * correct / n, 2), "generated_tokens": sum(n_generated), "peak_gib": peak,
+            "predictions": [tasks.extract(ts, r) for r in responses]}
+
+
+def compare(models_by_precision: dict, tok, ts: tasks.TestSet, records: list[dict], cfg, max_new_tokens: int,
             device: torch.device) -> dict:
-    """Reference vs harness decoding of `records` (the first N questions of test set `ts`)."""
+    """Every decoding of `records` (the first N questions of `ts`): LLM-Adapters' reference, plain HF
+    batched greedy, the harness's, and the harness's in bf16 when a bf16 model is given."""
     style, bs, beams = cfg.train.prompt_style, cfg.eval.batch_size, cfg.eval.num_beams
     texts = [prompts.eval_prompt(r["instruction"], r["input"], style) for r in records]
+    model = models_by_precision["fp32"] if "fp32" in models_by_precision else next(iter(models_by_precision.values()))
     model.eval()
-    # untimed warm-up of both paths (CUDA context, kernels, stop-string tables)
+    # untimed warm-up of every path (CUDA context, kernels, stop-string tables)
     reference_responses(model, tok, texts[:1], 2, device)
+    hf_batched_responses(model, tok, texts[:1], 2, bs, device)
     evaluate.generate_answers(model, tok, texts[:1], 2, bs, beams, device)
-
-    (responses, n_ref), ref_seconds, ref_peak = _timed(
-        device, lambda: reference_responses(model, tok, texts, max_new_tokens, device))
-    ref_correct = sum(tasks.is_correct(ts, tasks.extract(ts, resp), r["answer"])
-                      for resp, r in zip(responses, records))
-    (metrics, rows), h_seconds, h_peak = _timed(
-        device, lambda: evaluate.evaluate_set(model, tok, ts, records, "generate", max_new_tokens, bs, beams,
-                                              style, device))
-    n = len(records)
-    ref_acc, h_acc = round(100.0 * ref_correct / n, 2), round(metrics["accuracy"], 2)
-    agree = sum(tasks.extract(ts, resp) == row["pred"] for resp, row in zip(responses, rows))
-    return {
-        "test_set": ts.name, "questions": n, "max_new_tokens": max_new_tokens, "model": "base (method=none)",
-        "reference": {"decoding": f"beam{REFERENCE_BEAMS}", "batch_size": 1, "seconds": round(ref_seconds, 4),
-                      "questions_per_second": round(n / ref_seconds, 4), "accuracy": ref_acc,
-                      "generated_tokens": sum(n_ref), "peak_gib": ref_peak},
-        "harness": {"decoding": metrics["decoding"], "batch_size": bs, "seconds": round(h_seconds, 4),
-                    "questions_per_second": round(n / h_seconds, 4), "accuracy": h_acc,
-                    "generated_tokens": metrics["generated_tokens"], "peak_gib": h_peak},
-        "speedup": round(ref_seconds / h_seconds, 3),
-        "accuracy_differs": ref_acc != h_acc, "same_prediction": agree,
-    }
+    sides = {}
+    (resp, n), sec, peak = _timed(device, lambda: reference_responses(model, tok, texts, max_new_tokens, device))
+    sides["reference"] = _side(ts, records, resp, n, sec, peak, decoding=f"beam{REFERENCE_BEAMS}", batch_size=1)
+    (resp, n), sec, peak = _timed(device, lambda: hf_batched_responses(model, tok, texts, max_new_tokens, bs, device))
+    sides["hf_batched"] = _side(ts, records, resp, n, sec, peak, decoding="greedy", batch_size=bs)
+    for precision, m in models_by_precision.items():
+        m.eval()
+        evaluate.generate_answers(m, tok, texts[:1], 2, bs, beams, device)
+        (gens, n), sec, peak = _timed(device, lambda: evaluate.generate_answers(m, tok, texts, max_new_tokens, bs,
+                                                                                 beams, device))
+        name = "harness" if precision == "fp32" or len(models_by_precision) == 1 else f"harness+{precision}"
+        sides[name] = _side(ts, records, [prompts.response_text(g) for g in gens], n, sec, peak,
+                            decoding="greedy" if beams == 1 else f"beam{beams}", batch_size=bs, precision=precision)
+    ref = sides["reference"]
+    for side in sides.values():
+        side["speedup"] = round(ref["seconds"] / side["seconds"], 3)
+        side["same_predictions_as_reference"] = sum(a == b for a, b in zip(side["predictions"], ref["predictions"]))
+    return {"test_set": ts.name, "questions": len(records), "max_new_tokens": max_new_tokens,
+            "model": "base (method=none)", "sides": sides}
 
 
 def suite(model, tok, cfg, device: torch.device) -> dict:

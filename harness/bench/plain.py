@@ -1,4 +1,4 @@
-"""The baseline: the fine-tuning loop a typical transformers+peft script runs today.
+"""The naive loop: a hand-written fine-tuning loop of the kind many transformers+peft scripts run.
 
 Every example is padded to cutoff_len (the tutorial `padding="max_length"` tokenisation), batches
 come from a shuffled order with no length grouping, each micro-batch's loss is HF's mean over its
@@ -15,7 +15,8 @@ from contextlib import nullcontext
 import torch
 
 from harness import measure
-from harness.train import IGNORE, schedule
+from harness.batching import IGNORE
+from harness.train import schedule
 
 
 def pad_to_cutoff(example: dict, cutoff_len: int, pad_id: int) -> dict:
@@ -40,16 +41,14 @@ def train_plain(model, tok, examples: list[dict], cfg, steps: int, device: torch
     batches = [order[i:i + micro] for i in range(0, len(order), micro)]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.method.lr, weight_decay=tcfg.weight_decay, fused=False)
-    # the harness's learning-rate trajectory, so the loss columns compare like with like (HF's
-    # get_linear_schedule_with_warmup starts at lr 0: a 2-step bench would not train at all)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(steps, tcfg.warmup_steps)[0])
+    sched = schedule(opt, steps, tcfg.warmup_steps)[0]  # the same learning-rate trajectory as every row
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and dtype == torch.bfloat16
                 else nullcontext())
     model.train()
-    losses, real_tokens, padded_tokens = [], 0, 0
-    t0 = measure.clock(device)  # the steps only, as the harness loop times itself
+    losses, step_seconds, step_tokens = [], [], []
     for step in range(steps):
-        step_loss = 0.0
+        t0 = measure.clock(device)
+        step_loss, tokens = 0.0, 0
         for k in range(accum):
             mb = batches[(step * accum + k) % len(batches)]
             batch = {key: torch.tensor([rows[i][key] for i in mb]).to(device)
@@ -59,15 +58,15 @@ def train_plain(model, tok, examples: list[dict], cfg, steps: int, device: torch
             loss = out.loss / accum
             loss.backward()
             step_loss += loss.item()
-            real_tokens += int(batch["attention_mask"].sum())
-            padded_tokens += batch["input_ids"].numel()
+            tokens += int(batch["attention_mask"].sum())
         if tcfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, tcfg.max_grad_norm)
         opt.step()
         sched.step()
         opt.zero_grad()
         losses.append(step_loss)
-    loop_seconds = measure.clock(device) - t0
+        step_seconds.append(measure.clock(device) - t0)
+        step_tokens.append(tokens)
     model.eval()
-    return {"steps": steps, "losses": [round(x, 5) for x in losses], "real_tokens": real_tokens,
-            "padded_tokens": padded_tokens, "loop_seconds": loop_seconds}
+    return {"steps": steps, "losses": [round(x, 5) for x in losses], "step_seconds": step_seconds,
+            "step_tokens": step_tokens}

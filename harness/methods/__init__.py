@@ -34,6 +34,9 @@ FAMILIES = {
     "multiplicative": "multiplicative / orthogonal",
     "selective": "selective (a subset of the base's own parameters)",
 }
+# The same families as table cells and legend entries.
+FAMILY_LABELS = {"base": "base", "full": "full", "lora": "LoRA variants", "adapter": "adapters",
+                 "prompt": "prompt-based", "multiplicative": "multiplicative / orthogonal", "selective": "selective"}
 QUANTIZATION = ("none", "optional", "required")
 
 
@@ -69,6 +72,8 @@ class Method:
     # (model, lr, weight_decay, MethodConfig) -> torch optimizer; None: AdamW over the trainable parameters
     optimizer: Callable | None = None
     after_step: Callable | None = None  # (model, global step) after every optimizer step
+    # other names of this method in published results (LLM-Adapters' "prefix" is prefix_tuning)
+    aliases: tuple = ()
 
     def __post_init__(self):
         if self.family not in FAMILIES or self.quantization not in QUANTIZATION:
@@ -105,6 +110,20 @@ def get(name: str) -> Method:
         raise ConfigError(f"unknown method '{name}'{did_you_mean(name, methods)}; choose method= one of "
                           f"{', '.join(methods)}")
     return methods[name]
+
+
+def canonical(name: str) -> str:
+    """The registered name of a method named `name` here or in published results (its alias)."""
+    for registered, spec in all_methods().items():
+        if name == registered or name in spec.aliases:
+            return registered
+    return name
+
+
+def family_label(name: str) -> str | None:
+    """The short family label of a method (or of its alias); None for a method this checkout lacks."""
+    spec = all_methods().get(canonical(name))
+    return FAMILY_LABELS[spec.family] if spec else None
 
 
 def apply(model, cfg, ctx: MethodContext) -> Prepared:

@@ -117,12 +117,15 @@ def flatten(rec: dict) -> dict:
 
 
 def flatten_all(records: list[dict]) -> tuple[list[dict], list[Corrupt]]:
-    """Rows of the records that can be read, and the records (valid JSON with a status) whose
-    content is not what a record holds: those are reported like corrupt files, not crashed on."""
+    """Rows of the records that can be read (one per scoring: a record evaluated with eval.also has
+    a row for each), and the records (valid JSON with a status) whose content is not what a record
+    holds: those are reported like corrupt files, not crashed on."""
     rows, bad = [], []
     for rec in records:
         try:
             rows.append(flatten(rec))
+            for extra in (rec.get("eval_also") or {}).values():
+                rows.append(flatten({**rec, "eval": extra["eval"], "eval_info": extra.get("eval_info")}))
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             where = str(rec.get("_path") or rec.get("run_id"))
             bad.append(Corrupt(where, f"unexpected content ({type(exc).__name__}: {exc})"))

@@ -26,10 +26,34 @@ from harness.vram import constants as C
 OPTIMIZERS = ("adamw", "adamw8bit", "paged_adamw8bit")
 
 
-# What the estimator models, looked up by method name, then peft config class, then family.
+# What the estimator models, looked up by method name, then peft config class, then family. Every
+# LoraConfig method is LoRA's graph in training (rsLoRA and LoRA+ change a scale or the optimizer's
+# per-group lr; PiSSA/OLoRA change the initial values, the residual stays in the base's dtype).
 KIND_BY_NAME = {"bitfit": "bitfit"}
 KIND_BY_PEFT_CONFIG = {"LoraConfig": "lora", "PromptTuningConfig": "prompt"}
 KIND_BY_FAMILY = {"base": "none", "full": "full", "adapter": "adapter"}
+# Why the others get no estimate (a wrong number would be worse than none), by peft config class.
+NOT_MODELLED = {
+    "PrefixTuningConfig": "prefix tuning puts num_virtual_tokens trainable keys/values in every layer's "
+                          "attention and cache; the activation formulas have no attention over a prefix",
+    "PromptEncoderConfig": "p-tuning's prompt encoder (an MLP run over the virtual tokens of every example) "
+                           "is not in the formulas",
+    "IA3Config": "(IA)^3 saves the scaled projections' outputs (k, v) and the down-projection's input for its "
+                 "vectors' gradients; those terms are not in the formulas",
+    "LoHaConfig": "LoHa builds a full-size weight update per target at every forward and keeps its factors' "
+                  "products for backward; not in the formulas",
+    "LoKrConfig": "LoKr builds a full-size Kronecker weight update per target at every forward; not in the formulas",
+    "VeraConfig": "VeRA's shared random projections (sized to the largest target) and its per-layer rank-r "
+                  "intermediates are not in the formulas",
+    "OFTConfig": "OFT saves a rotated copy of every target's input and its block-diagonal rotations; not in "
+                 "the formulas",
+    "BOFTConfig": "BOFT keeps a dense in_features x in_features permutation buffer per target (LLaMA-7B "
+                  "down_proj: 11008^2 fp32 = 485 MB each) and rotated inputs; not in the formulas",
+    "AdaLoraConfig": "AdaLoRA's SVD triplets, its rank allocator's importance states (three more copies of every "
+                     "adapter weight) and the orthogonality penalty's Gram matrices are not in the formulas",
+    "LNTuningConfig": "LN tuning trains copies of the norms, whose normalised outputs are then saved for the "
+                      "weight gradient; not in the formulas",
+}
 
 
 def modelled_kind(spec: methods.Method) -> str | None:
@@ -139,8 +163,9 @@ def setup_from_config(cfg: dict, optim: str = "adamw") -> Setup:
         raise ConfigError(f"run config lacks method.name: {exc}") from exc
     kind = modelled_kind(spec)
     if kind is None:
-        raise ConfigError(f"method {spec.name} ({methods.FAMILIES[spec.family]}) is not modelled by the VRAM "
-                          f"estimator: no estimate rather than a wrong one; modelled: {', '.join(modelled_methods())}")
+        why = NOT_MODELLED.get(spec.peft_config, f"no memory model for {methods.FAMILIES[spec.family]} methods")
+        raise ConfigError(f"method {spec.name} is not modelled by the VRAM estimator: {why}. No estimate rather "
+                          f"than a wrong one; modelled: {', '.join(modelled_methods())}")
     if optim not in OPTIMIZERS:
         raise ConfigError(f"--optim must be one of {', '.join(OPTIMIZERS)}, not '{optim}'")
     device = _device(cfg.get("device", "auto"))
