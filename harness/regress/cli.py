@@ -5,9 +5,9 @@
         code into results/regress/<code id>/ and compares; exit 1 on a regression
     python -m harness.regress --current results [--baseline ...]
         compares records that exist already (no run)
-    python -m harness.regress --save NAME [overrides ...]          (default overrides: sweep=default)
-        runs the sweep with this code and stores it as results/baselines/NAME (records, predictions,
-        baseline.json: the overrides and the code identity)
+    python -m harness.regress --save NAME [--current DIR] [overrides ...]   (default: sweep=default)
+        runs the sweep with this code (or takes the records it made in DIR) and stores it as
+        results/baselines/NAME (records, predictions, baseline.json: the overrides, the code identity)
     python -m harness.regress --publish wandb:<entity>/<project>/<group> [--baseline DIR]
         logs a baseline's records as the runs of a W&B group (offline without a key: wandb sync later);
         --baseline wandb:<entity>/<project>/<group> then compares against it
@@ -105,7 +105,9 @@ def main(argv=None) -> int:
         if args.save:
             overrides = args.overrides or ["sweep=default"]
             target = Path(args.save) if "/" in args.save else BASELINES / args.save
-            save_baseline(target, fresh_sweep(args, overrides), overrides)
+            # --current: records this code already made with these overrides (e.g. a fresh clone's make sweep)
+            source = Path(args.current) if args.current else fresh_sweep(args, overrides)
+            save_baseline(target, source, overrides)
             print(f"baseline {target}: the records of `{' '.join(overrides)}` made by code {env.code_identity()['code_id']}")
             return 0
         return check(args)

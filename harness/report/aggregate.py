@@ -217,6 +217,8 @@ def aggregate(rows: list[dict], extra_key: tuple = ()) -> list[dict]:
         g["approximate"] = set().union(*(m["approximate"] for m in members))
         g.update({f: stats[f] for f in FIELDS})
         g["mem_kind"] = " / ".join(sorted({m["mem_kind"] for m in members if m["mem_kind"]})) or None
+        lrs = {m["config"].get("method.lr") for m in members} - {None}
+        g["lr"] = float(next(iter(lrs))) if len(lrs) == 1 else None  # one learning rate per group (variants split)
         g["devices"] = sorted({m["device_name"] or "?" for m in members})
         out.append(g)
     return sorted(out, key=group_order)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.record import load_records, runs_dir
-from harness.report import aggregate, plots, render, tables
+from harness.report import aggregate, plots, render, significance, tables
 from harness.report.load import load_published
 
 PLOTS = ("acc_vs_vram.png", "acc_vs_params.png")
@@ -45,11 +45,16 @@ def paper_train_set(family_name: str) -> str | None:
         return None
 
 
-def build(records: list[dict], corrupt: list, published=None, source_label: str = "results/runs") -> Report:
+def build(records: list[dict], corrupt: list, published=None, source_label: str = "results/runs",
+          predictions_dir: Path | None = None, reference: str = "lora") -> Report:
     """Every output file's content from the records (pure apart from reading task configs)."""
     rows, unreadable = aggregate.flatten_all(records)
     corrupt = list(corrupt) + unreadable
     groups = aggregate.aggregate(rows)
+    if predictions_dir is not None:  # intervals and significance need the per-item predictions
+        by_run = {(r["run_id"], r["scoring"]): r for r in rows}
+        members = {id(g): [by_run[(rid, g["scoring"])] for rid in g["run_ids"]] for g in groups}
+        significance.annotate(groups, members, predictions_dir, reference)
     report = Report(files={}, n_records=len(rows), n_ok=sum(r["status"] == "ok" for r in rows), corrupt=corrupt)
     for fam in aggregate.all_families():
         # one table per scoring (generate first: the published rows sit there)
@@ -83,6 +88,7 @@ def parse_args(argv):
     p.add_argument("--results", default="results", help="results directory (records under <results>/runs)")
     p.add_argument("--out", default=None, help="output directory (default: <results>/report)")
     p.add_argument("--no-published", action="store_true", help="leave out the published rows")
+    p.add_argument("--reference", default="lora", help="the method differences are tested against (default lora)")
     p.add_argument("--readme", default=None,
                    help="also replace the text between <!-- report:start --> and <!-- report:end --> in this file")
     return p.parse_args(argv)
@@ -111,7 +117,8 @@ def main(argv=None) -> int:
             published = load_published()
         except (OSError, ValueError) as exc:
             print(f"warning: published results not shown: {exc}", file=sys.stderr)
-    report = build(records, corrupt, published, source_label=str(directory))
+    report = build(records, corrupt, published, source_label=str(directory),
+                   predictions_dir=directory.parent / "predictions", reference=args.reference)
     for c in report.corrupt[len(corrupt):]:  # records that parsed but hold something else
         print(c, file=sys.stderr)
     if not report.n_records:
