@@ -22,7 +22,8 @@ def count_jobs(config) -> int | None:
     try:
         params = config.hydra.sweeper.get("params") or {}
         overrides = list(config.hydra.overrides.task) + [f"{k}={v}" for k, v in params.items()]
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        from harness.overrides import _GroupOptions  # glob(*) over a config group needs its choices
+        parsed = OverridesParser.create(config_loader=_GroupOptions()).parse_overrides(overrides)
         # a command-line override replaces the preset's value for the same key
         by_key = {o.get_key_element(): o for o in reversed(parsed)}
         return math.prod(len(list(o.sweep_iterator())) if o.is_sweep_override() else 1 for o in by_key.values())

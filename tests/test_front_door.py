@@ -112,7 +112,7 @@ def test_max_steps_replaces_epochs_and_an_absurd_run_is_warned(work_dirs):
     cfg = compose(["model=tiny-random", "method=bitfit", "train.max_steps=1000000000000", "wandb.enabled=false",
                    f"cache_dir={work_dirs['cache']}"])
     plan = runner.Plan(cfg)
-    _, records, _ = runner.load_data(plan)
+    records = runner.load_data(plan).train
     assert len(records) == 9128  # a capped run tokenises at most the data it has
     assert any("passes over" in w and "train.max_steps=1000000000000" in w for w in plan.warnings)
     assert not runner.Plan(compose(["model=tiny-random", "method=bitfit", "train.max_steps=10"])).warnings

@@ -14,7 +14,7 @@ from contextlib import nullcontext
 
 import torch
 
-from harness import measure
+from harness import measure, methods
 from harness.batching import IGNORE
 from harness.train import schedule
 
@@ -40,7 +40,9 @@ def train_plain(model, tok, examples: list[dict], cfg, steps: int, device: torch
     random.Random(cfg.seed).shuffle(order)  # DataLoader(shuffle=True)
     batches = [order[i:i + micro] for i in range(0, len(order), micro)]
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.method.lr, weight_decay=tcfg.weight_decay, fused=False)
+    spec = methods.get(cfg.method.name)  # the method's own optimizer and per-step hook, as every loop uses
+    opt = (spec.optimizer(model, cfg.method.lr, tcfg.weight_decay, cfg.method) if spec.optimizer else
+           torch.optim.AdamW(params, lr=cfg.method.lr, weight_decay=tcfg.weight_decay, fused=False))
     sched = schedule(opt, steps, tcfg.warmup_steps)[0]  # the same learning-rate trajectory as every row
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and dtype == torch.bfloat16
                 else nullcontext())
@@ -63,6 +65,8 @@ def train_plain(model, tok, examples: list[dict], cfg, steps: int, device: torch
             torch.nn.utils.clip_grad_norm_(params, tcfg.max_grad_norm)
         opt.step()
         sched.step()
+        if spec.after_step is not None:
+            spec.after_step(model, step + 1)
         opt.zero_grad()
         losses.append(step_loss)
         step_seconds.append(measure.clock(device) - t0)

@@ -79,6 +79,24 @@ def _arguments(cls, cfg, steps: int, warmup: int, device: torch.device, tuned: b
                use_cpu=not gpu, **extra)
 
 
+def method_hooks(model, cfg):
+    """What the method owns beyond its layers, for the library loops too: its optimizer (LoRA+),
+    and a callback running its per-step hook (AdaLoRA's rank budget). Without them a baseline row
+    would train another method."""
+    from transformers import TrainerCallback
+
+    from harness import methods
+    spec = methods.get(cfg.method.name)
+    optimizer = spec.optimizer(model, cfg.method.lr, cfg.train.weight_decay, cfg.method) if spec.optimizer else None
+    callbacks = []
+    if spec.after_step is not None:
+        class _AfterStep(TrainerCallback):
+            def on_optimizer_step(self, args, state, control, **kwargs):
+                spec.after_step(model, state.global_step + 1)
+        callbacks.append(_AfterStep())
+    return optimizer, callbacks
+
+
 def _result(trainer, clock: StepClock) -> dict:
     clock.handle.remove()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -96,8 +114,9 @@ def trainer_loop(model, tok, examples, cfg, steps, device, warmup, tuned: bool =
         # LLM-Adapters' group_by_length flag is train_sampling_strategy in transformers 5
         args = _arguments(TrainingArguments, cfg, steps, warmup, device, tuned, out, remove_unused_columns=False,
                           train_sampling_strategy="group_by_length" if tuned else "random")
+        optimizer, hooks = method_hooks(model, cfg)
         trainer = Trainer(model=model, args=args, train_dataset=_dataset(examples), data_collator=collator,
-                          callbacks=[clock.callback()])
+                          callbacks=[clock.callback(), *hooks], optimizers=(optimizer, None))
         trainer.train()
     return _result(trainer, clock)
 
@@ -110,8 +129,9 @@ def trl_loop(model, tok, examples, cfg, steps, device, warmup) -> dict:
     with tempfile.TemporaryDirectory() as out:
         args = _arguments(SFTConfig, cfg, steps, warmup, device, True, out, padding_free=True, packing=False,
                           max_length=None, completion_only_loss=not train_on_inputs, dataset_num_proc=None)
+        optimizer, hooks = method_hooks(model, cfg)
         trainer = SFTTrainer(model=model, args=args, processing_class=tok,
                              train_dataset=_dataset(examples, completion_mask=not train_on_inputs),
-                             callbacks=[clock.callback()])
+                             callbacks=[clock.callback(), *hooks], optimizers=(optimizer, None))
         trainer.train()
     return _result(trainer, clock)

@@ -47,13 +47,14 @@ def applies(lever: str, cfg, device: torch.device) -> str | None:
     return None
 
 
-def build(cfg, device: torch.device, dtype: torch.dtype):
-    """(model with the method applied, tokenizer, load info), seeded as harness.runner does."""
+def build(cfg, device: torch.device, dtype: torch.dtype, steps: int = 0):
+    """(model with the method applied, tokenizer, load info), seeded as harness.runner does; `steps`
+    is the run's length for methods that schedule on it (AdaLoRA's rank budget)."""
     set_seed(cfg.seed)
     model, tok, info = models.load(cfg.model, cfg.method, device, dtype, cfg.cache_dir)
     set_seed(cfg.seed)
     ctx = methods.MethodContext(tokenizer=tok, model_ref=info["resolved_path"], device=device,
-                                gradient_checkpointing=cfg.train.gradient_checkpointing)
+                                gradient_checkpointing=cfg.train.gradient_checkpointing, total_steps=steps)
     return methods.apply(model, cfg.method, ctx).model, tok, info
 
 
@@ -68,7 +69,7 @@ def harness_loop(model, tok, examples, cfg, steps, device, dtype) -> dict:
 def run_loop(name: str, cfg, records: list[dict], steps: int, device: torch.device) -> dict:
     """One row: a fresh model, `steps` optimizer steps, timings and memory."""
     dtype = models.compute_dtype(device, cfg.train.precision)
-    model, tok, _ = build(cfg, device, dtype)
+    model, tok, _ = build(cfg, device, dtype, steps)
     t = cfg.train
     examples = tokenize_examples(records, tok, t.cutoff_len, t.train_on_inputs, t.prompt_style)
     warmup = schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), steps, t.warmup_steps)[1]

@@ -64,7 +64,9 @@ def _boft_notes(pm) -> dict:
 # method=lora method.quantization.bits=4 is QLoRA done the same way as method=qlora4.
 LORA = dict(sections=("quantization",), merges_for_eval=True)
 peft_method("lora", "LoraConfig", "lora", quantization="optional", **LORA)
-peft_method("dora", "LoraConfig", "lora", quantization="optional", **LORA)
+# DoRA on an LLM.int8 base: peft's DoRA initialisation leaves bitsandbytes' 8-bit layer state without its
+# scales (bitsandbytes 0.50), so the first training forward fails; a 4-bit base works (tested).
+peft_method("dora", "LoraConfig", "lora", quantization="optional", quantization_bits=(4,), **LORA)
 peft_method("qlora4", "LoraConfig", "lora", quantization="required", quantization_bits=(4,), **LORA)
 peft_method("qlora8", "LoraConfig", "lora", quantization="required", quantization_bits=(8,), **LORA)
 peft_method("rslora", "LoraConfig", "lora", quantization="optional", **LORA)
