@@ -43,6 +43,13 @@ def _scatter(ax, pts: list[tuple[dict, float, float]], color: str, families: set
         ax.scatter([x for x, _ in xy], [y for _, y in xy], c=color, marker=FAMILY_MARKERS.get(fam, UNKNOWN_MARKER),
                    **kw)
         families.add(fam)
+    # error bars: the 95% interval of the average, bootstrapped over items (when predictions exist)
+    bars = [(x, y, g["avg_ci"]) for g, x, y in pts if g.get("avg_ci") and g["avg_ci"]["mean"] is not None
+            and abs(g["avg_ci"]["mean"] - y) < 1e-6]
+    if bars:
+        ax.errorbar([x for x, _, _ in bars], [y for _, y, _ in bars],
+                    yerr=[[y - ci["low"] for _, y, ci in bars], [ci["high"] - y for _, y, ci in bars]],
+                    fmt="none", ecolor=color, elinewidth=1, capsize=3, alpha=0.7, zorder=2)
 
 
 def _family_legend(ax, families: set) -> None:

@@ -1,8 +1,9 @@
 """Intervals and significance for the report, from the per-item correctness in the predictions files.
 
 For a group of runs (one configuration, one or more seeds) and the test sets of its average:
-- its average (the family's paper average, else every evaluated set) with a 95% bootstrap interval
-  over items, resampled within each set (each item's correctness averaged over the seeds first);
+- every set's accuracy, and its average (the family's paper average, else every evaluated set), with
+  a 95% bootstrap interval over items, resampled within each set (each item's correctness averaged
+  over the seeds first: the interval is about the items, the seeds' spread is shown beside it);
 - against the reference method (LoRA by default) on the same items: the difference of averages with
   a 95% paired bootstrap interval and a p-value (exact McNemar on the pooled items when both sides
   have one seed; otherwise the paired bootstrap's two-sided p), Holm-corrected over the methods
@@ -54,8 +55,9 @@ def average_sets(group: dict) -> list[str]:
 
 
 def group_outcomes(group: dict, members: list[dict], predictions_dir: Path) -> dict | None:
-    """{set: per-item correctness averaged over the group's seeds}, or None without predictions."""
-    sets = average_sets(group)
+    """{set: per-item correctness averaged over the group's seeds} for every evaluated set, or None
+    without predictions."""
+    sets = sorted(group["acc"])
     per_run = [item_outcomes(predictions_dir, m, sets) for m in members]
     if not per_run or any(p is None for p in per_run):
         return None
@@ -90,7 +92,9 @@ def annotate(groups: list[dict], members_of: dict, predictions_dir: Path, refere
     group on the same items, the difference from it ('vs_reference', Holm-corrected per table)."""
     outcomes = {}
     for g in groups:
-        o = group_outcomes(g, members_of[id(g)], predictions_dir)
+        o = group_outcomes(g, members_of[id(g)], predictions_dir) if g["acc"] else None
+        g["set_ci"] = {s: stats.paired_bootstrap([100.0 * np.asarray(v)]) for s, v in o.items()} if o else {}
+        o = {s: o[s] for s in average_sets(g)} if o else None  # the average's sets, compared below
         outcomes[id(g)] = o
         g["avg_ci"] = average_interval(o) if o else None
         g["vs_reference"] = None

@@ -117,34 +117,71 @@ def avg_columns(family, any_overlap: bool) -> list[tuple[str, str]]:
 
 # ---- accuracy --------------------------------------------------------------------------------
 
+def fmt_interval(mean, low, high, marks: str = "") -> str:
+    """45.0 [42.1, 47.9]"""
+    return MISSING if not _present(mean) else f"{mean:.1f} [{low:.1f}, {high:.1f}]{marks}"
+
+
+def fmt_vs(vs: dict | None) -> str:
+    """+1.2 [-0.5, 2.9]*: the difference from the reference method, * when significant."""
+    if not vs:
+        return MISSING
+    return f"{vs['diff']:+.1f} [{vs['low']:+.1f}, {vs['high']:+.1f}]" + ("*" if vs["significant"] else "")
+
+
+def _set_cell(g: dict, s: str, marks: str) -> tuple[str, dict]:
+    """A set's cell: the mean over seeds, ± the half-width of its 95% interval over items when the
+    predictions are there (else ± the sd over seeds); cloze cells add acc_norm."""
+    mean, std = g["acc"].get(s, (None, None))
+    ci = (g.get("set_ci") or {}).get(s)
+    data = {s: mean, f"{s}_std": std}
+    if ci and _present(mean):
+        data.update({f"{s}_low": ci["low"], f"{s}_high": ci["high"]})
+        text = f"{mean:.1f} ±{(ci['high'] - ci['low']) / 2:.1f}"
+    else:
+        text = fmt_acc(mean, std)
+    if s in g.get("acc_norm", {}):  # cloze: acc / acc_norm
+        norm = g["acc_norm"][s][0]
+        data[f"{s}_norm"] = norm
+        text = text.replace(" ±", f" / {norm:.1f} ±") if ci else f"{text} / {fmt_acc(norm)}"
+    return (text + marks if _present(mean) else MISSING), data
+
+
 def _our_rows(family, groups: list[dict], avgs: list[tuple[str, str]]) -> list[dict]:
     rows = []
     paper = set(family.paper_average)
     for g in groups:
         cells, data = {}, {}
         for s in family.test_sets:
-            mean, std = g["acc"].get(s, (None, None))
             marks = (DAGGER if s in g["overlap"] else "") + (APPROX if s in g["approximate"] else "")
-            cells[s] = fmt_acc(mean, std, marks)
-            data[s], data[f"{s}_std"] = mean, std
-            if s in g.get("acc_norm", {}):  # cloze: acc / acc_norm
-                norm = g["acc_norm"][s][0]
-                cells[s] = fmt_acc(mean, std) + " / " + fmt_acc(norm, None, marks)
-                data[f"{s}_norm"] = norm
+            cells[s], more = _set_cell(g, s, marks)
+            data.update(more)
         for fld, _ in avgs:
             covered = paper if fld == "avg_paper" else set(family.test_sets) - (
                 g["overlap"] if fld == "avg_excluding_overlap" else set())
             marks = (DAGGER if covered & g["overlap"] else "") + (APPROX if covered & g["approximate"] else "")
             mean, std = g[fld]
-            cells[fld] = fmt_acc(mean, std, marks)
+            ci = g.get("avg_ci") if fld == "avg_paper" else None
+            cells[fld] = fmt_interval(mean, ci["low"], ci["high"], marks) if ci else fmt_acc(mean, None, marks)
             data[fld], data[f"{fld}_std"] = mean, std
+            if ci:
+                data[f"{fld}_low"], data[f"{fld}_high"] = ci["low"], ci["high"]
+        vs = g.get("vs_reference")
+        cells["vs_reference"] = fmt_vs(vs)
+        if vs:
+            data.update({f"vs_{vs['reference']}": vs["diff"], f"vs_{vs['reference']}_low": vs["low"],
+                         f"vs_{vs['reference']}_high": vs["high"], "p": vs["p"], "p_holm": vs["p_holm"],
+                         "test": vs["test"]})
+        seed_sd = g["avg_paper"][1]
         rows.append({"source": "ours", "model": g["model"], "method": g["method"],
                      "family": family_of_method(g["method"]), "train_set": g["train_set"],
                      "eval": eval_label(g["scoring"], g["decoding"]), "items": items_label(g["eval_limit"]),
-                     "variant": g["variant"], "seeds": f"n={g['n']}", "cells": cells,
+                     "variant": g["variant"], "lr": f"{g['lr']:.2g}" if g.get("lr") else MISSING,
+                     "seeds": f"n={g['n']}" + (f", sd {seed_sd:.1f}" if _present(seed_sd) else ""), "cells": cells,
                      "data": {"source": "ours", "model": g["model"], "method": g["method"],
                               "family": family_of_method(g["method"]), "train_set": g["train_set"], "scoring": g["scoring"], "decoding": g["decoding"],
-                              "eval_limit": g["eval_limit"], "variant": g["variant"], "n_seeds": g["n"], **data,
+                              "eval_limit": g["eval_limit"], "variant": g["variant"], "lr": g.get("lr"),
+                              "n_seeds": g["n"], **data,
                               "overlapping_sets": ";".join(sorted(g["overlap"])),
                               "approximate_sets": ";".join(sorted(g["approximate"])),
                               "run_ids": ";".join(g["run_ids"])}})
@@ -173,7 +210,8 @@ def _published_rows(family, published: pd.DataFrame, avgs, paper_train_set: str 
         train_set = "-" if method == "-" else (paper_train_set or "paper")
         rows.append({"source": f"published: {short_source(src)}", "model": model, "method": method,
                      "family": family_of_method(method), "train_set": train_set, "eval": "generate (paper)",
-                     "items": "all", "variant": variant, "seeds": "", "cells": cells,
+                     "items": "all", "variant": variant, "lr": f"{lr:.2g}" if _present(lr) else MISSING,
+                     "seeds": "", "cells": {**cells, "vs_reference": MISSING},
                      "data": {"source": f"published: {src}", "model": model, "method": method,
                               "published_method": published_method, "family": family_of_method(method),
                               "train_set": train_set, "scoring": "generate", "decoding": "paper",
@@ -186,7 +224,8 @@ def accuracy_table(family, groups: list[dict], published: pd.DataFrame | None = 
                    paper_train_set: str | None = None, scoring: str = "generate") -> Table:
     """The paper-style table of one task family and one scoring: ours (seed-aggregated), then the
     published rows, which are generated answers and so sit only beside generate-scored ones."""
-    ours = [g for g in groups if g["task"] == family.name and g["scoring"] == scoring]
+    ours = [g for g in groups if g["task"] == family.name and g["scoring"] == scoring
+            and g["acc"]]  # a run that read no test set (a learning-rate grid point) has no row here
     if scoring != "generate":
         published = None
     any_overlap = any(g["overlap"] for g in ours)
@@ -198,6 +237,9 @@ def accuracy_table(family, groups: list[dict], published: pd.DataFrame | None = 
     approx_sets = {s for g in ours for s in g["approximate"]}
     headers = {s: d + (APPROX if s in approx_sets else "") for s, d in task_display(family).items()}
     headers.update(dict(avgs))
+    reference = next((g["vs_reference"]["reference"] for g in ours if g.get("vs_reference")), None)
+    if reference:
+        headers["vs_reference"] = f"vs {reference} [95% CI]"
 
     limits = sorted({g["eval_limit"] for g in ours})
     optional = {"train_set": "train set", "eval": "eval", "items": "items/set", "variant": "variant"}
@@ -207,9 +249,9 @@ def accuracy_table(family, groups: list[dict], published: pd.DataFrame | None = 
               "items": len({r["items"] for r in ours_rows}) > 1,  # one limit for all: said in the title
               "variant": any(r["variant"] for r in rows)}
     shown = [c for c in optional if varies[c]]
-    columns = ["source", "model", "method", "family"] + shown + ["seeds"]
+    columns = ["source", "model", "method", "family"] + shown + ["lr", "seeds"]
     display = pd.DataFrame([{**{optional.get(c, c): r[c] for c in columns},
-                             **{headers[k]: v for k, v in r["cells"].items()}} for r in rows],
+                             **{headers[k]: v for k, v in r["cells"].items() if k in headers}} for r in rows],
                            columns=[optional.get(c, c) for c in columns] + list(headers.values()))
     data = pd.DataFrame([r["data"] for r in rows])
     if "n_seeds" in data:
@@ -224,8 +266,21 @@ def accuracy_table(family, groups: list[dict], published: pd.DataFrame | None = 
 
 def accuracy_notes(family, ours: list[dict], rows: list[dict], limits: list[int]) -> list[str]:
     notes = []
-    if any(g["n"] > 1 for g in ours):
+    if any(g.get("set_ci") for g in ours):
+        notes.append("Uncertainty: a set's cell is the mean over seeds ± the half-width of its 95% interval, "
+                     "bootstrapped over the items (each item's correctness averaged over the seeds); Avg "
+                     "[low, high] is the same interval for the average, resampling items within each set; "
+                     "seeds: how many, and the sample sd of the average across them.")
+    elif any(g["n"] > 1 for g in ours):
         notes.append("Runs that differ only by seed: mean ± sample standard deviation over n seeds.")
+    if any(g.get("vs_reference") for g in ours):
+        ref = next(g["vs_reference"] for g in ours if g.get("vs_reference"))
+        notes.append(f"vs {ref['reference']}: the difference of the average from {ref['reference']}'s on the same "
+                     f"items, with a 95% paired bootstrap interval; * marks a difference significant at 5% after "
+                     f"Holm's correction over the methods of this table (exact McNemar test for single seeds, "
+                     f"paired bootstrap over items otherwise).")
+    if any(g.get("lr") for g in ours):
+        notes.append("lr: the learning rate the runs used (a study's chosen rate, see its selection.json).")
     overlap_trains = sorted({g["train_set"] for g in ours if g["overlap"]})
     if overlap_trains:
         why = "; ".join(f"{t}: {family.train_sets[t].note}" if t in family.train_sets and family.train_sets[t].note
