@@ -202,8 +202,21 @@ def quantization_config(method_cfg, dtype: torch.dtype):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
+def storage_dtype(method_cfg, dtype: torch.dtype) -> torch.dtype:
+    """The dtype weights are kept in: the compute dtype, except that weights which train stay fp32
+    under bf16 (master weights, as transformers' Trainer keeps them with bf16=True): a bf16 weight
+    cannot take an update of lr 2e-5, which is below half its precision, so pure-bf16 full
+    fine-tuning would barely move. Frozen bases are stored in bf16 (half the memory)."""
+    from harness import methods
+    if dtype == torch.bfloat16 and not methods.get(method_cfg.name).frozen_base:
+        return torch.float32
+    return dtype
+
+
 def load(model_cfg, method_cfg, device: torch.device, dtype: torch.dtype, cache_dir: str):
-    """Tokenizer and model on `device`; returns (model, tokenizer, info)."""
+    """Tokenizer and model on `device`; returns (model, tokenizer, info). `dtype` is the compute dtype
+    (bf16 autocast when bf16); weights are stored as storage_dtype says."""
+    compute, dtype = dtype, storage_dtype(method_cfg, dtype)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
@@ -211,7 +224,7 @@ def load(model_cfg, method_cfg, device: torch.device, dtype: torch.dtype, cache_
     common = dict(trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision)
     try:
         tok = AutoTokenizer.from_pretrained(ref, **common)
-        qcfg = quantization_config(method_cfg, dtype)
+        qcfg = quantization_config(method_cfg, compute)
         kwargs = dict(dtype=dtype, use_safetensors=None if model_cfg.allow_pickle_weights else True, **common)
         if qcfg is not None:
             kwargs.update(quantization_config=qcfg, device_map={"": str(device)})
@@ -232,6 +245,7 @@ def load(model_cfg, method_cfg, device: torch.device, dtype: torch.dtype, cache_
         tok.pad_token = tok.unk_token or tok.eos_token
     info = {"resolved_path": ref, "weights_source": model_cfg.weights_source,
             "load_seconds": round(time.perf_counter() - t0, 3), "dtype": str(dtype).replace("torch.", ""),
+            "compute_dtype": str(compute).replace("torch.", ""),
             "quantization": (f"bnb-{method_cfg.quantization.bits}bit" + (
                 f"-{method_cfg.quantization.quant_type}" if method_cfg.quantization.bits == 4 else ""))
             if qcfg else None, "model_class": type(model).__name__}

@@ -157,3 +157,19 @@ def test_bf16_training_still_learns(tiny):
         moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p.detach().float(), before[n])]
         assert len(moved) == len(before)
     assert drops[torch.float32] > 0.3 and drops[torch.bfloat16] > 0.5 * drops[torch.float32]
+
+
+def test_weights_that_train_stay_fp32_under_bf16():
+    """A bf16 weight cannot take an AdamW update of lr 2e-5 (below half its precision): full
+    fine-tuning keeps fp32 master weights under bf16 autocast, frozen bases are stored in bf16."""
+    from harness import models
+    from harness.config import compose
+    full = compose(["model=tiny-random", "method=full", "train.precision=bf16"])
+    lora = compose(["model=tiny-random", "method=lora", "train.precision=bf16"])
+    assert models.storage_dtype(full.method, torch.bfloat16) == torch.float32
+    assert models.storage_dtype(lora.method, torch.bfloat16) == torch.bfloat16
+    assert models.storage_dtype(full.method, torch.float32) == torch.float32
+    w = torch.full((1000,), 0.05, dtype=torch.bfloat16)
+    assert torch.equal(w + 2e-5, w)  # the update that pure bf16 would lose
+    model, _, info = models.load(full.model, full.method, torch.device("cpu"), torch.bfloat16, full.cache_dir)
+    assert next(model.parameters()).dtype == torch.float32 and info["compute_dtype"] == "bfloat16"

@@ -133,7 +133,7 @@ def estimate(cfg: dict, optim: str = "adamw") -> Estimate:
                           f"(check method.peft.target_modules / method.bitfit_targets)")
     weights = P.weight_bytes(shape, s, dt)
     dora_all, dora_one = P.dora_weight_copy_bytes(shape, s)
-    copies = {"bf16 copies of fp32 trainable weights": P.autocast_copy_bytes(ts, s),
+    copies = {"bf16 copies of fp32 trainable weights": P.autocast_copy_bytes(ts, s, shape),
               "bf16 copy of the fp32 output head": A.head_copy_bytes(shape, s),
               # checkpointing drops them with the rest of a layer's saved tensors: one layer at a time
               "bf16 copies of DoRA base weights": 0.0 if s.gradient_checkpointing else dora_all}

@@ -120,12 +120,16 @@ def optimizer_bytes(ts: list[Trainable], optim: str) -> float:
     return total
 
 
-def autocast_copy_bytes(ts: list[Trainable], s: Setup) -> float:
+def autocast_copy_bytes(ts: list[Trainable], s: Setup, shape: ModelShape | None = None) -> float:
     """Under autocast every fp32 weight that requires grad and enters a matmul gets a cached bf16
     copy that lives until backward (LoRA A/B, adapters; not DoRA magnitudes or the
-    soft prompt, which enter elementwise ops / a concatenation)."""
+    soft prompt, which enter elementwise ops / a concatenation). Full fine-tuning keeps fp32 master
+    weights (harness.models.storage_dtype): every Linear weight, the output head included, gets one."""
     if not s.autocast:
         return 0.0
+    if s.kind == "full" and shape is not None:
+        head = () if shape.tied_embeddings else (shape.lm_head,)
+        return 2.0 * sum(lin.in_features * lin.out_features for lin in (*shape.linears, *head))
     return sum(t.total * 2 for t in ts if t.nbytes == 4 and not t.in_weights
                and not t.what.startswith(("dora magnitude", "soft prompt")))
 

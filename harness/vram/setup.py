@@ -135,6 +135,9 @@ class Dtypes:
 def dtypes(s: Setup) -> Dtypes:
     if not s.autocast:  # fp32 throughout
         return Dtypes(4, 4, 4, 4, 4, C.DROPOUT_MASK_BYTES_CUDA if s.device == "cuda" else 4, 4)
+    if s.kind == "full":  # fp32 master weights (harness.models.storage_dtype), bf16 activations
+        return Dtypes(base_weight=4, residual=2, proj_out=2, attn=2, lora_in=2,
+                      dropout_mask=C.DROPOUT_MASK_BYTES_CUDA, logits=2)
     if s.quant_bits and s.trains:  # k-bit preparation: non-quantised parameters in fp32
         return Dtypes(base_weight=4, residual=4, proj_out=4, attn=2, lora_in=2,
                       dropout_mask=C.DROPOUT_MASK_BYTES_CUDA, logits=2)

@@ -64,7 +64,7 @@ def format_table(rows: list[dict], optim: str = "adamw") -> str:
         f"{st['precision']} weights{' and autocast' if st['precision'] == 'bf16' else ''}, optimizer {optim}, "
         f"gradient checkpointing {'on' if st['gradient_checkpointing'] else 'off'}, "
         + ("liger fused loss" if st["fused_loss"] == "liger" else "logits materialised (no fused loss)")
-        + "; full = bf16 weights, bf16 gradients and bf16 AdamW states (8 bytes/param); LoRA/QLoRA = this harness's recipe (r=32 on "
+        + "; full = fp32 master weights, gradients and AdamW states with bf16 autocast copies (18 bytes/param, as transformers' Trainer with bf16=True); LoRA/QLoRA = this harness's recipe (r=32 on "
         "q,k,v,up,down; adapters, their gradients and AdamW states fp32); QLoRA-4 = NF4 with double quantisation; "
         "QLoRA-8 = LLM.int8; non-quantised parameters fp32 after prepare_model_for_kbit_training.",
         "Models: LLaMA-7B/13B/33B, Llama-2-70B (GQA) and a LLaMA-shaped 110B (Qwen1.5-110B dimensions), counted "
