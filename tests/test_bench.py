@@ -63,9 +63,11 @@ def test_bench_compares_training_and_evaluation(bench, tmp_path):
             assert r["loss_mean"] == pytest.approx(rows["reference"]["loss_mean"], rel=2e-3), name
             assert "objective differs from the reference" not in r["flags"]
         assert rows["harness+bf16"]["precision"] == "bfloat16" and rows["harness"]["precision"] == "float32"
-        best = rows["harness+all"]
-        assert ("below the 2× target" in best["flags"]) == (best["speedup"] < 2.0)
-        assert m["meets_targets"] == (not best["flags"])
+        harness = {n: r for n, r in rows.items() if n.startswith("harness")}
+        assert m["best_harness_row"] == max(harness, key=lambda n: harness[n]["speedup"])
+        best = rows[m["best_harness_row"]]  # the targets judge the fastest harness configuration
+        assert ("fastest harness row, below the 2× target" in best["flags"]) == (best["speedup"] < 2.0)
+        assert m["meets_targets"] == (best["speedup"] >= 2.0 and best["memory_ratio"] <= 1.0)
     ev = doc["evaluation"]
     assert ev["test_set"] == "gsm8k" and ev["questions"] == 2 and ev["max_new_tokens"] == 8
     assert set(ev["sides"]) == {"reference", "hf_batched", "harness", "harness+bf16"}
