@@ -201,15 +201,11 @@ def test_lora_config_variants_save_what_the_lora_formula_says(name):
     """The estimator models every LoraConfig method as LoRA: check the activation formula against the
     tensors autograd saves for these variants too (bf16 autocast on CPU, padded batch), as
     tests/test_vram.py does for LoRA."""
-    import dataclasses
-
-    from test_vram import TINY, _saved_bytes
+    from test_vram import TINY, _saved_bytes, expected_saved_bytes
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from harness.vram import activations as A
-    from harness.vram.architecture import shape_of
     from harness.vram.compose import compose_run_config
-    from harness.vram.setup import dtypes, modelled_kind, setup_from_config
+    from harness.vram.setup import modelled_kind, setup_from_config
     assert modelled_kind(ALL_SPECS[name]) == "lora"
     run = compose_run_config([f"method={name}", "device=cuda", "train.fused_loss=torch"])
     batch_, seq = 3, 40
@@ -220,12 +216,5 @@ def test_lora_config_variants_save_what_the_lora_formula_says(name):
     model = build(name, model, None, cfg=method_cfg(name)).model
     model.train()
     got, _ = _saved_bytes(model, batch_, seq)
-    s = setup_from_config(run)
-    dt = dataclasses.replace(dtypes(s), dropout_mask=4)  # CPU dropout keeps fp32 noise, CUDA a bool mask
-    shape = shape_of(hf)
-    tokens = batch_ * s.seq_len
-    layer = A.layer_bytes_per_token(shape, s, dt)
-    unsaved, _ = A.frozen_prefix_bytes_per_token(shape, s, dt, layer)
-    expected = (tokens * (shape.layers * sum(layer.values()) + A.head_bytes_per_token(shape, s, dt) - s.seq_len - unsaved)
-                + tokens * 4 * shape.vocab)  # the boolean mask is not saved; the fp32 log-softmax is
+    expected, _ = expected_saved_bytes(hf, setup_from_config(run), batch_)
     assert expected == pytest.approx(got, rel=0.03)

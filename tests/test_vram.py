@@ -262,6 +262,22 @@ ARCHS = {
 }
 
 
+def expected_saved_bytes(hf, s, batch: int) -> tuple[float, float]:
+    """(bytes autograd saves, bytes of the KV cache kept) for one forward of `batch` sequences, as the
+    estimator's formulas give them (on CPU, dropout keeps fp32 noise where CUDA keeps a bool mask)."""
+    dt = dataclasses.replace(dtypes(s), dropout_mask=4)
+    shape = shape_of(hf)
+    tokens = batch * s.seq_len
+    layer = A.layer_bytes_per_token(shape, s, dt)
+    unsaved, unshared_kv = A.frozen_prefix_bytes_per_token(shape, s, dt, layer)
+    bool_mask = s.seq_len if s.padded else 0  # alive during the forward, but nothing saves it
+    saved = (tokens * (shape.layers * sum(layer.values()) + A.head_bytes_per_token(shape, s, dt) - bool_mask - unsaved)
+             + tokens * 4 * shape.vocab  # the fp32 log-softmax cross-entropy keeps
+             + P.dora_weight_copy_bytes(shape, s)[0])
+    kv_extra, _ = A.kv_cache_bytes_per_token(shape, s, dt)
+    return saved, tokens * (shape.layers * kv_extra + unshared_kv)
+
+
 def _saved_bytes(model, batch: int, seq: int) -> tuple[int, int]:
     """Bytes of the tensors autograd keeps for backward after a forward (bf16 autocast on CPU, as the
     harness runs on CUDA), and of the KV cache beyond them. Not counted: parameters, and autocast's
@@ -317,17 +333,6 @@ def test_activation_formula_matches_autograd(arch, method):
         model.train()
         got, got_cache = _saved_bytes(model, batch, seq)
 
-        s = setup_from_config(run)
-        dt = dataclasses.replace(dtypes(s), dropout_mask=4)  # CPU dropout keeps fp32 noise, CUDA a bool mask
-        shape = shape_of(hf)
-        tokens = batch * s.seq_len
-        layer = A.layer_bytes_per_token(shape, s, dt)
-        unsaved, unshared_kv = A.frozen_prefix_bytes_per_token(shape, s, dt, layer)
-        bool_mask = s.seq_len if s.padded else 0  # alive during the forward, but nothing saves it
-        expected = (tokens * (shape.layers * sum(layer.values()) + A.head_bytes_per_token(shape, s, dt)
-                              - bool_mask - unsaved)
-                    + tokens * 4 * shape.vocab  # the fp32 log-softmax cross-entropy keeps
-                    + P.dora_weight_copy_bytes(shape, s)[0])
-        kv_extra, _ = A.kv_cache_bytes_per_token(shape, s, dt)
-        assert expected == pytest.approx(got, rel=0.03), (batch, layer)
-        assert tokens * (shape.layers * kv_extra + unshared_kv) == got_cache
+        expected, expected_cache = expected_saved_bytes(hf, setup_from_config(run), batch)
+        assert expected == pytest.approx(got, rel=0.03), batch
+        assert expected_cache == got_cache
