@@ -102,9 +102,13 @@ def tune(study: StudyConfig, extra: list[str], run) -> dict:
         if not usable:
             raise HarnessError(f"study {study.name}: no learning rate of {method} trained to the end; see {grid}")
         best = min(usable, key=lambda g: (g["validation_loss"], -(g["validation_accuracy"] or 0)))
-        selection[method] = {"recipe_lr": base, "chosen_lr": best["lr"], "grid": grid,
+        # a winner at the end of the grid says the optimum may lie beyond it: flagged, not hidden
+        edge = {min(study.lr_grid): "lowest", max(study.lr_grid): "highest"}.get(best["multiplier"])
+        edge = edge if len(study.lr_grid) > 1 else None
+        selection[method] = {"recipe_lr": base, "chosen_lr": best["lr"], "grid": grid, "grid_edge": edge,
                              "chosen_by": "lowest validation loss (validation accuracy breaks ties)"}
-        log.info("%s: learning rate %.3g chosen (recipe %.3g)", method, best["lr"], base)
+        log.info("%s: learning rate %.3g chosen (recipe %.3g)%s", method, best["lr"], base,
+                 f"; the {edge} rate of the grid: a wider grid may do better" if edge else "")
     return selection
 
 

@@ -38,6 +38,8 @@ def test_tuning_never_reads_test_data(tmp_path, monkeypatch, work_dirs):
     assert [g["multiplier"] for g in grid] == [0.5, 2.0] and all(g["validation_loss"] for g in grid)
     best = min(grid, key=lambda g: g["validation_loss"])
     assert selection["bitfit"]["chosen_lr"] == best["lr"] == pytest.approx(best["multiplier"] * 1e-3)
+    # a two-point grid's winner is at one of its ends, and the selection says which
+    assert selection["bitfit"]["grid_edge"] == {0.5: "lowest", 2.0: "highest"}[best["multiplier"]]
     for rec in seen:  # the held-out records are the same for every grid point
         assert rec["data"]["validation"] == seen[0]["data"]["validation"] and rec["data"]["validation"]["items"] == 16
 
