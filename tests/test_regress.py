@@ -289,3 +289,27 @@ def test_module_entry_point_exit_status(dirs):
                            "--current", str(current)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     assert "| FAIL" in done.stdout and "-> FAIL" in done.stdout
+
+
+def test_a_saved_baseline_carries_its_records_code_and_a_studys_selection(dirs, tmp_path):
+    _, current = dirs
+    for p in (current / "runs").glob("*.json"):  # records made by some earlier code
+        edit(p, lambda r: r["meta_info"].update(code={"code_id": "0123456789ab", "source_sha256": "x"}))
+    (current / "selection.json").write_text(json.dumps({"selection": {"lora": {"chosen_lr": 6e-4}}}))
+    target = tmp_path / "baselines" / "study"
+    assert regress.main(["--save", str(target), "--current", str(current), "study=cpu-study"]) == 0
+    meta = json.loads((target / "baseline.json").read_text())
+    assert meta["overrides"] == ["study=cpu-study"] and meta["code"]["code_id"] == "0123456789ab"
+    assert json.loads((target / "selection.json").read_text())["selection"]["lora"]["chosen_lr"] == 6e-4
+    assert len(list((target / "runs").glob("*.json"))) == len(list(FIXTURES.glob("*.json")))
+
+
+def test_a_study_baseline_is_rerun_as_a_study(tmp_path, monkeypatch):
+    from harness.regress import sources
+    seen = []
+    monkeypatch.setattr(sources.subprocess, "run", lambda cmd, **kw: seen.append(cmd) or SimpleNamespace(returncode=0))
+    sources.run_sweep(["study=cpu-study"], tmp_path / "out", "/cache")
+    sources.run_sweep(["sweep=default"], tmp_path / "out", "/cache")
+    assert seen[0][1:4] == ["-m", "harness.study", "study=cpu-study"] and f"study.results_dir={tmp_path / 'out'}" in seen[0]
+    assert seen[1][1:4] == ["-m", "harness", "-m"] and f"results_dir={tmp_path / 'out'}" in seen[1]
+    assert all("reuse=same_code" in cmd and "cache_dir=/cache" in cmd for cmd in seen)

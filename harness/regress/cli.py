@@ -7,7 +7,8 @@
         compares records that exist already (no run)
     python -m harness.regress --save NAME [--current DIR] [overrides ...]   (default: sweep=default)
         runs the sweep with this code (or takes the records it made in DIR) and stores it as
-        results/baselines/NAME (records, predictions, baseline.json: the overrides, the code identity)
+        results/baselines/NAME (records, predictions, baseline.json: the overrides, the records' code
+        identity); with `study=<preset>` the overrides name a study (harness.study), rerun as one
     python -m harness.regress --publish wandb:<entity>/<project>/<group> [--baseline DIR]
         logs a baseline's records as the runs of a W&B group (offline without a key: wandb sync later);
         --baseline wandb:<entity>/<project>/<group> then compares against it
@@ -18,13 +19,14 @@ sweep), 2 bad input. Tolerances: harness.regress.compare.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from harness import atomic, env
 from harness.regress.compare import compare, markdown, verdict
-from harness.regress.sources import (BASELINES, BadInput, baseline_overrides, load_side, publish_wandb, run_sweep,
-                                     save_baseline)
+from harness.regress.sources import (BASELINE_FILE, BASELINES, BadInput, baseline_overrides, load_side,
+                                     publish_wandb, run_sweep, save_baseline)
 
 DEFAULT_BASELINE = str(BASELINES / "default")
 
@@ -108,7 +110,9 @@ def main(argv=None) -> int:
             # --current: records this code already made with these overrides (e.g. a fresh clone's make sweep)
             source = Path(args.current) if args.current else fresh_sweep(args, overrides)
             save_baseline(target, source, overrides)
-            print(f"baseline {target}: the records of `{' '.join(overrides)}` made by code {env.code_identity()['code_id']}")
+            code = json.loads((target / BASELINE_FILE).read_text())["code"]
+            print(f"baseline {target}: the records of `{' '.join(overrides)}` made by code "
+                  f"{code.get('code_id') or code.get('mixed')}")
             return 0
         return check(args)
     except BadInput as exc:

@@ -47,14 +47,27 @@ def baseline_overrides(path: str | Path) -> list[str] | None:
         return None
 
 
+def records_code(source: Path) -> dict:
+    """The code identity the records carry (they may predate the code saving them); a mix is named."""
+    directory = runs_dir(source)
+    records = load_records(directory)[0] if directory else []
+    codes = {json.dumps(r.get("meta_info", {}).get("code"), sort_keys=True) for r in records} - {"null"}
+    if len(codes) == 1:
+        return json.loads(codes.pop())
+    return {"code_id": None, "mixed": sorted(json.loads(c)["code_id"] for c in codes)} if codes else env.code_identity()
+
+
 def save_baseline(target: Path, source: Path, overrides: list[str]) -> Path:
-    """Copy a sweep's records and predictions into `target` (swapped in whole) with what made them."""
+    """Copy a sweep's (or a study's) records, predictions and learning-rate selection into `target`
+    (swapped in whole) with what made them."""
     def fill(tmp: str) -> None:
         for part in ("runs", "predictions"):
             if (source / part).is_dir():
                 shutil.copytree(source / part, Path(tmp) / part)
+        if (source / "selection.json").is_file():
+            shutil.copy(source / "selection.json", Path(tmp) / "selection.json")
         atomic.write_json(Path(tmp) / BASELINE_FILE, {
-            "overrides": overrides, "code": env.code_identity(), "created": datetime.now(timezone.utc).isoformat(),
+            "overrides": overrides, "code": records_code(source), "created": datetime.now(timezone.utc).isoformat(),
             "made_by": f"python -m harness.regress --save {target.name} {' '.join(overrides)}"})
     atomic.replace_dir(target, fill)
     return target
@@ -63,10 +76,14 @@ def save_baseline(target: Path, source: Path, overrides: list[str]) -> Path:
 # ---- a fresh sweep of this code --------------------------------------------------------------
 
 def run_sweep(overrides: list[str], results_dir: Path, cache_dir: str) -> int:
-    """`python -m harness -m <overrides>` into `results_dir`, reusing only records this code made;
-    returns its exit status (1 when some run did not end ok: the comparison then says which)."""
-    cmd = [sys.executable, "-m", "harness", "-m", *overrides, f"results_dir={results_dir}",
-           f"cache_dir={cache_dir}", "reuse=same_code"]
+    """`python -m harness -m <overrides>` (or `python -m harness.study` for a `study=` baseline) into
+    `results_dir`, reusing only records this code made; returns its exit status (1 when some run did
+    not end ok: the comparison then says which)."""
+    if any(o.startswith("study=") for o in overrides):  # a study: its tuning and final runs, redone
+        cmd = [sys.executable, "-m", "harness.study", *overrides, f"study.results_dir={results_dir}"]
+    else:
+        cmd = [sys.executable, "-m", "harness", "-m", *overrides, f"results_dir={results_dir}"]
+    cmd += [f"cache_dir={cache_dir}", "reuse=same_code"]
     print(f"[regress] {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     return subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
 
