@@ -2,8 +2,8 @@
 
 1. tune: for every method, a grid of learning rates around its recipe's (study.lr_grid multiplies
    method.lr), each run on the training set minus a fixed validation split (train.val_size), with
-   no test set read (eval.enabled=false, forgetting.enabled=false). The learning rate with the
-   lowest final validation loss wins (validation accuracy breaks a tie); a diverged run never wins.
+   no test set read (eval.enabled=false, forgetting.enabled=false). harness.selection picks:
+   the lowest final validation loss wins (validation accuracy breaks a tie); a diverged run never wins.
 2. final: every method at its chosen learning rate, once per seed of study.seeds, evaluated on the
    test sets (with every scoring the study asks for).
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from harness import atomic, methods
+from harness import atomic, methods, selection
 from harness.config import CONF_DIR
 from harness.errors import ConfigError, HarnessError
 
@@ -80,7 +80,7 @@ def recipe_lr(study: StudyConfig, method: str) -> float:
 
 def tune(study: StudyConfig, extra: list[str], run) -> dict:
     """Stage 1: every grid point of every method; returns the selection (no test set is read)."""
-    selection = {}
+    chosen = {}
     for method in study.methods:
         base = recipe_lr(study, method)
         grid = []
@@ -93,29 +93,23 @@ def tune(study: StudyConfig, extra: list[str], run) -> dict:
             if not cfg.train.val_size:
                 raise ConfigError("the tuning stage selects on validation: set train.val_size > 0 in study.common")
             rec = run(cfg)
-            info = rec.get("train_info") or {}
-            val = info.get("validation_loss") or []
-            grid.append({"lr": lr, "multiplier": mult, "status": rec["status"], "run_id": rec["run_id"],
-                         "validation_loss": val[-1]["loss"] if val else None,
-                         "validation_accuracy": (info.get("validation_accuracy") or {}).get("accuracy")})
-        usable = [g for g in grid if g["status"] == "ok" and g["validation_loss"] is not None]
-        if not usable:
+            grid.append({**selection.grid_point(rec), "lr": lr, "multiplier": mult})
+        best = selection.choose(grid)
+        if best is None:
             raise HarnessError(f"study {study.name}: no learning rate of {method} trained to the end; see {grid}")
-        best = min(usable, key=lambda g: (g["validation_loss"], -(g["validation_accuracy"] or 0)))
         # a winner at the end of the grid says the optimum may lie beyond it: flagged, not hidden
-        edge = {min(study.lr_grid): "lowest", max(study.lr_grid): "highest"}.get(best["multiplier"])
-        edge = edge if len(study.lr_grid) > 1 else None
-        selection[method] = {"recipe_lr": base, "chosen_lr": best["lr"], "grid": grid, "grid_edge": edge,
-                             "chosen_by": "lowest validation loss (validation accuracy breaks ties)"}
+        edge = selection.grid_edge(grid, best)
+        chosen[method] = {"recipe_lr": base, "chosen_lr": best["lr"], "grid": grid, "grid_edge": edge,
+                          "chosen_by": selection.RULE}
         log.info("%s: learning rate %.3g chosen (recipe %.3g)%s", method, best["lr"], base,
                  f"; the {edge} rate of the grid: a wider grid may do better" if edge else "")
-    return selection
+    return chosen
 
 
-def final(study: StudyConfig, selection: dict, extra: list[str], run) -> list[dict]:
+def final(study: StudyConfig, chosen: dict, extra: list[str], run) -> list[dict]:
     out = []
     for method in study.methods:
-        lr = selection[method]["chosen_lr"]
+        lr = chosen[method]["chosen_lr"]
         for seed in study.seeds:
             rec = run(run_config(study, method, lr, "final", seed, [f"+tags.chosen_lr={lr:.6g}", *extra]))
             out.append({"method": method, "seed": seed, "lr": lr, "run_id": rec["run_id"], "status": rec["status"]})
@@ -145,13 +139,13 @@ def main(argv: list[str] | None = None) -> int:
                      cfg.tags.get("stage"), eta)
             return runner.run(cfg)
 
-        selection = tune(study, extra, run)
+        chosen = tune(study, extra, run)
         out_dir = Path(study.results_dir)
         atomic.write_json(out_dir / "selection.json", {"study": OmegaConf.to_container(OmegaConf.structured(study)),
-                                                      "selection": selection})
-        runs = final(study, selection, extra, run)
+                                                      "selection": chosen})
+        runs = final(study, chosen, extra, run)
         atomic.write_json(out_dir / "selection.json", {"study": OmegaConf.to_container(OmegaConf.structured(study)),
-                                                      "selection": selection, "final_runs": runs,
+                                                      "selection": chosen, "final_runs": runs,
                                                       "minutes": round((time.perf_counter() - started) / 60, 1)})
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)

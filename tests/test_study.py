@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from harness import data, runner, study, tasks
@@ -57,6 +58,15 @@ def test_the_winner_is_rerun_with_every_seed_on_the_test_sets(tmp_path, work_dir
         assert rec["status"] == "ok" and set(rec["eval"]) == set(tasks.get_family("commonsense").test_sets)
         assert "cloze" in rec["eval_also"]  # the study's second scoring of the same trained model
     assert [r["status"] for r in sel["final_runs"]] == ["ok", "ok"]
+
+    # the report tables the grid apart, marks the rate the finals used, and costs only the finals
+    from harness.report.build import main as report
+    assert report(["--results", str(tmp_path), "--no-published"]) == 0
+    grid = pd.read_csv(tmp_path / "report" / "lr_selection.csv")
+    assert list(grid["method"]) == ["bitfit"] and float(grid["chosen lr"][0]) == pytest.approx(chosen, rel=0.05)
+    assert grid["grid: lr: validation loss (accuracy)"][0].count("✓") == 1
+    costs = pd.read_csv(tmp_path / "report" / "efficiency.csv")
+    assert len(costs) == 2 and set(costs["n"]) == {2}  # generate and cloze of the two finals, no tuning row
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.record import load_records, runs_dir
-from harness.report import aggregate, plots, render, significance, tables
+from harness import selection
+from harness.report import aggregate, plots, render, significance, tables, tuning
 from harness.report.load import load_published
 
 PLOTS = ("acc_vs_vram.png", "acc_vs_params.png")
@@ -28,10 +29,12 @@ class Report:
     accuracy: list = field(default_factory=list)
     efficiency: tables.Table | None = None
     failures: tables.Table | None = None
+    tuning: tables.Table | None = None
     header: str = ""
 
     def markdown(self, header: str, image_prefix: str = "") -> str:
-        return render.report_markdown(self.accuracy, self.efficiency, self.failures, self.corrupt, list(PLOTS),
+        accuracy = self.accuracy + ([self.tuning] if self.tuning is not None else [])
+        return render.report_markdown(accuracy, self.efficiency, self.failures, self.corrupt, list(PLOTS),
                                       header, image_prefix)
 
 
@@ -48,6 +51,8 @@ def paper_train_set(family_name: str) -> str | None:
 def build(records: list[dict], corrupt: list, published=None, source_label: str = "results/runs",
           predictions_dir: Path | None = None, reference: str = "lora") -> Report:
     """Every output file's content from the records (pure apart from reading task configs)."""
+    tuning_records = [r for r in records if selection.is_tuning(r)]  # validation only: tabled apart
+    records = [r for r in records if not selection.is_tuning(r)]
     rows, unreadable = aggregate.flatten_all(records)
     corrupt = list(corrupt) + unreadable
     groups = aggregate.aggregate(rows)
@@ -55,7 +60,13 @@ def build(records: list[dict], corrupt: list, published=None, source_label: str 
         by_run = {(r["run_id"], r["scoring"]): r for r in rows}
         members = {id(g): [by_run[(rid, g["scoring"])] for rid in g["run_ids"]] for g in groups}
         significance.annotate(groups, members, predictions_dir, reference)
-    report = Report(files={}, n_records=len(rows), n_ok=sum(r["status"] == "ok" for r in rows), corrupt=corrupt)
+    report = Report(files={}, n_records=len(rows) + len(tuning_records), corrupt=corrupt,
+                    n_ok=sum(r["status"] == "ok" for r in rows) + sum(r.get("status") == "ok" for r in tuning_records))
+    report.tuning = tuning.selection_table(tuning_records)
+    if report.tuning is not None:
+        report.files.update({"lr_selection.md": render.markdown(report.tuning),
+                             "lr_selection.csv": render.csv_text(report.tuning),
+                             "lr_selection.tex": render.latex(report.tuning)})
     for fam in aggregate.all_families():
         # one table per scoring (generate first: the published rows sit there)
         scorings = ["generate"] + sorted({g["scoring"] for g in groups if g["task"] == fam.name} - {"generate"})

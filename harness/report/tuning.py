@@ -1,0 +1,45 @@
+"""A study's learning-rate grid as a table: every rate tried per (model, method, task), its final
+validation loss and accuracy, and the rate harness.selection picks (the one the final runs trained
+with). Tuning records read no test set, so they are kept out of the accuracy and cost tables."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pandas as pd
+
+from harness import selection
+from harness.report.tables import MISSING, Table
+
+
+def _cell(point: dict, chosen: bool) -> str:
+    if point["status"] != "ok" or point["validation_loss"] is None:
+        text = f"{point['lr']:.2g}: {point['status']}"
+    else:
+        acc = point["validation_accuracy"]
+        text = f"{point['lr']:.2g}: {point['validation_loss']:.3f}" + (f" ({acc:.0f}%)" if acc is not None else "")
+    return f"{text} ✓" if chosen else text
+
+
+def selection_table(records: list[dict]) -> Table | None:
+    """None when there are no tuning records (a plain sweep)."""
+    grids = defaultdict(list)
+    for rec in records:
+        info = rec.get("run_info") or {}
+        grids[(info.get("model"), info.get("method"), info.get("task"))].append(selection.grid_point(rec))
+    if not grids:
+        return None
+    rows = []
+    for (model, method, task), grid in grids.items():
+        grid.sort(key=lambda g: g["lr"])
+        best = selection.choose(grid)
+        edge = selection.grid_edge(grid, best) if best else None
+        rows.append({"model": model, "method": method, "task": task,
+                     "grid: lr: validation loss (accuracy)": " · ".join(_cell(g, g is best) for g in grid),
+                     "chosen lr": f"{best['lr']:.2g}" if best else MISSING,
+                     "note": f"{edge} rate of the grid" if edge else ""})
+    data = pd.DataFrame(rows)
+    notes = [f"Chosen by the {selection.RULE}; ✓: the chosen rate, the one the final runs trained with.",
+             "Validation: a fixed held-out slice of the training set (train.val_size records, the same for "
+             "every rate and seed); accuracy on its first train.val_accuracy_items records. No test set is read.",
+             "A chosen rate at an end of the grid means a wider grid might do better."]
+    return Table("Learning-rate selection (the study's tuning runs)", data, data, notes)
