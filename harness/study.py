@@ -129,15 +129,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         study = load(names[-1] if names else "cpu-study", args.overrides)
         total = len(study.methods) * (len(study.lr_grid) + len(study.seeds))
-        done, started = [0], time.perf_counter()
+        done, ran, started = [0], [0, 0.0], time.perf_counter()  # ran: runs that trained, their seconds
 
         def run(cfg):
             done[0] += 1
-            rate = (time.perf_counter() - started) / max(1, done[0] - 1) if done[0] > 1 else None
-            eta = f", ~{rate * (total - done[0] + 1) / 60:.0f} min left" if rate else ""
+            # the rate of runs that trained: a resumed study's reused records take no time
+            eta = f", ~{ran[1] / ran[0] * (total - done[0] + 1) / 60:.0f} min left" if ran[0] else ""
             log.info("[%d/%d] %s lr=%.3g seed=%d (%s)%s", done[0], total, cfg.method.name, cfg.method.lr, cfg.seed,
                      cfg.tags.get("stage"), eta)
-            return runner.run(cfg)
+            t0 = time.perf_counter()
+            rec = runner.run(cfg)
+            if not rec.get("_skipped"):
+                ran[0], ran[1] = ran[0] + 1, ran[1] + time.perf_counter() - t0
+            return rec
 
         chosen = tune(study, extra, run)
         out_dir = Path(study.results_dir)
