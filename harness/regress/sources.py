@@ -51,10 +51,12 @@ def records_code(source: Path) -> dict:
     """The code identity the records carry (they may predate the code saving them); a mix is named."""
     directory = runs_dir(source)
     records = load_records(directory)[0] if directory else []
-    codes = {json.dumps(r.get("meta_info", {}).get("code"), sort_keys=True) for r in records} - {"null"}
-    if len(codes) == 1:
-        return json.loads(codes.pop())
-    return {"code_id": None, "mixed": sorted(json.loads(c)["code_id"] for c in codes)} if codes else env.code_identity()
+    codes = {c["code_id"]: c for r in records if (c := (r.get("meta_info") or {}).get("code"))}
+    if len(codes) == 1:  # one code (commits that changed no source file share it): their git shas listed
+        code = dict(next(iter(codes.values())))
+        code["git_shas"] = sorted({(r["meta_info"]["code"] or {}).get("git_sha") or "" for r in records} - {""})
+        return {k: v for k, v in code.items() if k not in ("git_sha", "git_dirty")}
+    return {"code_id": None, "mixed": sorted(codes)} if codes else env.code_identity()
 
 
 def save_baseline(target: Path, source: Path, overrides: list[str]) -> Path:

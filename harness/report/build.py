@@ -60,8 +60,9 @@ def build(records: list[dict], corrupt: list, published=None, source_label: str 
         by_run = {(r["run_id"], r["scoring"]): r for r in rows}
         members = {id(g): [by_run[(rid, g["scoring"])] for rid in g["run_ids"]] for g in groups}
         significance.annotate(groups, members, predictions_dir, reference)
-    report = Report(files={}, n_records=len(rows) + len(tuning_records), corrupt=corrupt,
-                    n_ok=sum(r["status"] == "ok" for r in rows) + sum(r.get("status") == "ok" for r in tuning_records))
+    # counted per record (a record scored two ways gives two rows)
+    status = {r["run_id"]: r["status"] for r in rows} | {r.get("run_id"): r.get("status") for r in tuning_records}
+    report = Report(files={}, n_records=len(status), n_ok=sum(s == "ok" for s in status.values()), corrupt=corrupt)
     report.tuning = tuning.selection_table(tuning_records)
     if report.tuning is not None:
         report.files.update({"lr_selection.md": render.markdown(report.tuning),
