@@ -143,14 +143,16 @@ def main(argv: list[str] | None = None) -> int:
                 ran[0], ran[1] = ran[0] + 1, ran[1] + time.perf_counter() - t0
             return rec
 
-        chosen = tune(study, extra, run)
         out_dir = Path(study.results_dir)
-        atomic.write_json(out_dir / "selection.json", {"study": OmegaConf.to_container(OmegaConf.structured(study)),
-                                                      "selection": chosen})
+
+        def write_selection(**more) -> None:  # after tuning, then again with the final runs
+            atomic.write_json(out_dir / "selection.json", {
+                "study": OmegaConf.to_container(OmegaConf.structured(study)), "selection": chosen, **more})
+
+        chosen = tune(study, extra, run)
+        write_selection()
         runs = final(study, chosen, extra, run)
-        atomic.write_json(out_dir / "selection.json", {"study": OmegaConf.to_container(OmegaConf.structured(study)),
-                                                      "selection": chosen, "final_runs": runs,
-                                                      "minutes": round((time.perf_counter() - started) / 60, 1)})
+        write_selection(final_runs=runs, minutes=round((time.perf_counter() - started) / 60, 1))
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,13 +19,12 @@ sweep), 2 bad input. Tolerances: harness.regress.compare.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from harness import atomic, env
 from harness.regress.compare import compare, markdown, verdict
-from harness.regress.sources import (BASELINE_FILE, BASELINES, BadInput, baseline_overrides, load_side,
+from harness.regress.sources import (BASELINES, BadInput, baseline_overrides, load_side,
                                      publish_wandb, run_sweep, save_baseline)
 
 DEFAULT_BASELINE = str(BASELINES / "default")
@@ -109,8 +108,7 @@ def main(argv=None) -> int:
             target = Path(args.save) if "/" in args.save else BASELINES / args.save
             # --current: records this code already made with these overrides (e.g. a fresh clone's make sweep)
             source = Path(args.current) if args.current else fresh_sweep(args, overrides)
-            save_baseline(target, source, overrides)
-            code = json.loads((target / BASELINE_FILE).read_text())["code"]
+            code = save_baseline(target, source, overrides)["code"]
             print(f"baseline {target}: the records of `{' '.join(overrides)}` made by code "
                   f"{code.get('code_id') or code.get('mixed')}")
             return 0

@@ -59,20 +59,21 @@ def records_code(source: Path) -> dict:
     return {"code_id": None, "mixed": sorted(codes)} if codes else env.code_identity()
 
 
-def save_baseline(target: Path, source: Path, overrides: list[str]) -> Path:
+def save_baseline(target: Path, source: Path, overrides: list[str]) -> dict:
     """Copy a sweep's (or a study's) records, predictions and learning-rate selection into `target`
-    (swapped in whole) with what made them."""
+    (swapped in whole) with what made them; returns that description (baseline.json)."""
+    meta = {"overrides": overrides, "code": records_code(source), "created": datetime.now(timezone.utc).isoformat(),
+            "made_by": f"python -m harness.regress --save {target.name} {' '.join(overrides)}"}
+
     def fill(tmp: str) -> None:
         for part in ("runs", "predictions"):
             if (source / part).is_dir():
                 shutil.copytree(source / part, Path(tmp) / part)
         if (source / "selection.json").is_file():
             shutil.copy(source / "selection.json", Path(tmp) / "selection.json")
-        atomic.write_json(Path(tmp) / BASELINE_FILE, {
-            "overrides": overrides, "code": records_code(source), "created": datetime.now(timezone.utc).isoformat(),
-            "made_by": f"python -m harness.regress --save {target.name} {' '.join(overrides)}"})
+        atomic.write_json(Path(tmp) / BASELINE_FILE, meta)
     atomic.replace_dir(target, fill)
-    return target
+    return meta
 
 
 # ---- a fresh sweep of this code --------------------------------------------------------------

@@ -51,8 +51,10 @@ def paper_train_set(family_name: str) -> str | None:
 def build(records: list[dict], corrupt: list, published=None, source_label: str = "results/runs",
           predictions_dir: Path | None = None, reference: str = "lora") -> Report:
     """Every output file's content from the records (pure apart from reading task configs)."""
-    tuning_records = [r for r in records if selection.is_tuning(r)]  # validation only: tabled apart
-    records = [r for r in records if not selection.is_tuning(r)]
+    split = {True: [], False: []}  # tuning runs hold validation numbers only: tabled apart
+    for r in records:
+        split[selection.is_tuning(r)].append(r)
+    tuning_records, records = split[True], split[False]
     rows, unreadable = aggregate.flatten_all(records)
     corrupt = list(corrupt) + unreadable
     groups = aggregate.aggregate(rows)
