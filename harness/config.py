@@ -170,18 +170,19 @@ class TrainConfig:
     train_on_inputs: bool = True
     prompt_style: PromptStyle = PromptStyle.paper
     gradient_checkpointing: bool = False
-    group_by_length: bool = True  # steps of examples of similar length: less padding, same objective
-    # a cap on the tokens of one forward (rows x longest, or the packed length) instead of a fixed number
-    # of rows; 0: train.micro_batch_size rows per forward. Same steps, same objective (harness.batching)
-    max_tokens_per_batch: int = 0
-    # padding-free: each forward's examples in one row, attention kept within each example
+    # steps of examples of similar length (Trainer's length-grouped sampler): less padding, same objective
+    group_by_length: bool = True
+    # padding-free: each micro-batch's examples in one row (transformers' DataCollatorWithFlattening),
+    # attention kept within each example; same objective
     packing: bool = False
     # validation: a fixed held-out slice of the training set (harness.validation), never test data
     val_size: int = 0  # records held out of training (0: none)
     eval_every: int = 0  # > 0: validation loss every N optimizer steps (and always at the end)
     val_accuracy_items: int = 0  # validation accuracy at the end, on the first N held-out records
     fused_loss: FusedLoss = FusedLoss.auto
-    compile: bool = False
+    # AdamW's fused kernel (Trainer's adamw_torch_fused); None: on CUDA only
+    fused_optimizer: Optional[bool] = None
+    compile: bool = False  # Trainer's torch_compile
     # auto: bf16 on CUDA, fp32 on CPU; bf16 on a CPU with AMX / AVX512-BF16 is about 2x fp32
     precision: Precision = Precision.auto
     log_every: int = 10

@@ -1,14 +1,16 @@
 """Several processes for one run, through `accelerate launch` (DDP, or FSDP on GPUs).
 
-Each optimizer step's micro-batches are dealt out to the ranks; the loss is normalised by the
-step's token count summed over all ranks, so the update equals the single-process one. Only rank 0
-evaluates and writes (records, predictions, checkpoints, W&B); memory is reported per rank and max.
-A single process (the usual case) uses the same code with a trivial `Dist`.
+transformers.Trainer does the data-parallel work itself (it reads the process group that
+`accelerate launch` or torchrun set up): each optimizer step's examples are dealt out to the ranks
+and the loss is normalised by the step's label-token count summed over all ranks
+(`average_tokens_across_devices`), so the update equals the single-process one (tested). What the
+harness needs beside it is here: which rank this is, sums and gathers of measurements, barriers.
+Only rank 0 evaluates and writes (records, predictions, checkpoints, W&B); memory is reported per
+rank and max. A single process (the usual case) uses the same code with a trivial `Dist`.
 """
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +19,7 @@ import torch
 
 @dataclass
 class Dist:
-    accelerator: Any = None
+    state: Any = None  # accelerate's PartialState when there are several processes
     rank: int = 0
     world: int = 1
 
@@ -27,39 +29,18 @@ class Dist:
 
     @property
     def fsdp(self) -> bool:
-        return self.accelerator is not None and "FSDP" in str(self.accelerator.distributed_type)
+        """Full fine-tuning sharded over the processes (accelerate's FSDP config, read by Trainer)."""
+        return self.world > 1 and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
 
     @property
     def device(self) -> torch.device | None:
         """The device accelerate assigned to this rank (None for a single process)."""
-        return None if self.accelerator is None else torch.device(self.accelerator.device)
-
-    def prepare(self, model, optimizer):
-        if self.accelerator is None:
-            return model, optimizer
-        return self.accelerator.prepare(model, optimizer)
-
-    def backward(self, loss) -> None:
-        if self.accelerator is None:
-            loss.backward()
-        else:
-            self.accelerator.backward(loss)
-
-    def no_sync(self, model, last: bool):
-        """Skip the gradient all-reduce on all but the last micro-batch of a step."""
-        if self.accelerator is None or last:
-            return nullcontext()
-        return self.accelerator.no_sync(model)
-
-    def clip(self, params, max_norm: float):
-        if self.accelerator is None:
-            return torch.nn.utils.clip_grad_norm_(params, max_norm)
-        return self.accelerator.clip_grad_norm_(params, max_norm)
+        return None if self.state is None else torch.device(self.state.device)
 
     def sum(self, value: float) -> float:
         if self.world == 1:
             return value
-        t = torch.tensor([float(value)], dtype=torch.float64, device=self.accelerator.device)
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.state.device)
         torch.distributed.all_reduce(t)
         return float(t.item())
 
@@ -72,10 +53,7 @@ class Dist:
 
     def barrier(self) -> None:
         if self.world > 1:
-            self.accelerator.wait_for_everyone()
-
-    def unwrap(self, model):
-        return model if self.accelerator is None else self.accelerator.unwrap_model(model)
+            self.state.wait_for_everyone()
 
 
 _DIST: Dist | None = None
@@ -93,20 +71,19 @@ def _from_slurm_tasks() -> bool:
 
 def setup(method: str = "") -> Dist:
     """The process group of this run: accelerate's when launched with several processes
-    (`accelerate launch`, or a multi-task SLURM job; there, full fine-tuning is sharded with FSDP)."""
+    (`accelerate launch`, or a multi-task SLURM job; there, full fine-tuning is sharded with FSDP,
+    configured through the variables `accelerate launch --config_file conf/accelerate/fsdp.yaml` sets)."""
     global _DIST
     if _DIST is None:
         slurm = _from_slurm_tasks()
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from accelerate import Accelerator
-            kwargs = {}
+            from accelerate import PartialState
             if slurm and method == "full":
-                from accelerate import FullyShardedDataParallelPlugin
-                kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(fsdp_version=2, reshard_after_forward=True,
-                                                                      auto_wrap_policy="transformer_based_wrap")
+                os.environ.update(ACCELERATE_USE_FSDP="true", FSDP_VERSION="2", FSDP_RESHARD_AFTER_FORWARD="true",
+                                  FSDP_AUTO_WRAP_POLICY="TRANSFORMER_BASED_WRAP", FSDP_STATE_DICT_TYPE="FULL_STATE_DICT")
             # without cpu=True accelerate ignores the process group on a machine without CUDA
-            acc = Accelerator(cpu=not torch.cuda.is_available(), **kwargs)
-            _DIST = Dist(accelerator=acc, rank=acc.process_index, world=acc.num_processes)
+            state = PartialState(cpu=not torch.cuda.is_available())
+            _DIST = Dist(state=state, rank=state.process_index, world=state.num_processes)
         else:
             _DIST = Dist()
     return _DIST

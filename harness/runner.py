@@ -23,7 +23,7 @@ from harness.distributed import Dist, setup as dist_setup
 from harness.errors import ConfigError, Diverged, HarnessError
 from harness.measure import Laps
 from harness.train import accumulation_steps, tokenize_examples, total_steps, train
-from harness.train_state import Snapshots
+from harness.train_state import Checkpoints
 
 log = logging.getLogger("harness")
 
@@ -168,18 +168,20 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
     out["train_info"] = None
     if plan.trains:
         examples = tokenize_examples(train_records, tok, c.train.cutoff_len, c.train.train_on_inputs, style)
-        # FSDP shards the parameters across ranks: no snapshots there (a killed run starts over)
-        snapshots = Snapshots(None if dist.fsdp else plan.paths.train_state, c.resume.every_steps,
-                              c.resume.every_minutes, dist.main)
+        # FSDP shards the parameters across ranks: no checkpoints there (a killed run starts over)
+        checkpoints = Checkpoints(None if dist.fsdp else plan.paths.train_state, c.resume.every_steps,
+                                  c.resume.every_minutes, dist.main)
         if c.force:  # force=true reruns from step 0
-            snapshots.clear()
+            checkpoints.clear()
             dist.barrier()
         val_examples = tokenize_examples(loaded.validation, tok, c.train.cutoff_len, c.train.train_on_inputs, style)
         validate = ((lambda: validation.loss(model, tok, val_examples, c.eval.batch_size, device, dtype))
                     if val_examples and dist.main else None)
-        out["train_info"] = train(model, tok, examples, c.train, c.method.lr, c.seed, device, dtype,
-                                  plan.method.flops_per_param_token * total, on_log=tracker.log,
-                                  method_cfg=c.method, dist=dist, snapshots=snapshots, validate=validate)
+        out["train_info"] = train(model, tok, examples, c.train, lr=c.method.lr, seed=c.seed, device=device,
+                                  dtype=dtype, method_cfg=c.method,
+                                  flops_per_token=plan.method.flops_per_param_token * total, on_log=tracker.log,
+                                  dist=dist, checkpoints=checkpoints, validate=validate,
+                                  save_full_to=str(plan.paths.checkpoint) if dist.fsdp else None)
         if c.train.val_accuracy_items and dist.main:
             out["train_info"]["validation_accuracy"] = validation.accuracy(
                 model, tok, loaded.validation[:c.train.val_accuracy_items], style, device, c.eval.batch_size,
@@ -187,8 +189,8 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
         out["memory"]["train"] = out["train_info"].pop("memory")
         if c.save or dist.fsdp:
             out["checkpoint"] = str(plan.paths.checkpoint)
-            if dist.fsdp:  # gather the sharded weights; rank 0 evaluates a full copy loaded from them
-                model = save_and_reload_fsdp(model, tok, plan, dist, device, dtype)
+            if dist.fsdp:  # Trainer gathered the sharded weights; rank 0 evaluates a full copy of them
+                model = reload_fsdp(model, tok, plan, dist, device, dtype)
             elif dist.main:
                 atomic.replace_dir(plan.paths.checkpoint, prepared.save)
     laps("train")
@@ -241,14 +243,13 @@ def evaluate_all(model, tok, tests: dict, plan: Plan, device, scoring=None) -> t
     return metrics_by_set, predictions, timing
 
 
-def save_and_reload_fsdp(model, tok, plan: Plan, dist: Dist, device, dtype):
-    """FSDP: every rank helps gather the full weights into the checkpoint; rank 0 loads them back as
+def reload_fsdp(model, tok, plan: Plan, dist: Dist, device, dtype):
+    """FSDP: Trainer saved the gathered full weights into the checkpoint; rank 0 loads them back as
     an ordinary model for evaluation (generation under FSDP would need all ranks in lockstep)."""
     from transformers import AutoModelForCausalLM
     ckpt = plan.paths.checkpoint
-    dist.accelerator.save_model(model, str(ckpt), safe_serialization=True)
     if dist.main:
-        dist.unwrap(model).config.save_pretrained(ckpt)
+        model.config.save_pretrained(ckpt)
         tok.save_pretrained(ckpt)
     dist.barrier()
     if not dist.main:
@@ -340,6 +341,6 @@ def run(cfg) -> dict:
         atomic.write_json(plan.paths.record, rec)
         log.info("%s: %s -> %s", plan.run_id, rec["status"], plan.paths.record)
         if rec["status"] in record.TERMINAL:  # answered: a rerun skips it, the snapshot has no more use
-            Snapshots(plan.paths.train_state).clear()
+            Checkpoints(plan.paths.train_state).clear()
     tracker.finish(rec, predictions)
     return rec

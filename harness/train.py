@@ -1,10 +1,23 @@
-"""The training loop: small and explicit (AdamW, linear warmup/decay, gradient accumulation,
-clipping, bf16 autocast on GPU, fp32 on CPU, optional gradient checkpointing).
+"""Training through `transformers.Trainer`, the loop the field runs every day, configured for the
+hardware the way a careful user would configure it, and measured through callbacks.
 
-Speed without changing the objective: micro-batches are grouped by length (less padding), and the
-loss of an optimizer step is the sum of token losses divided by the step's label-token count, so
-how the step's examples are split into micro-batches or padded does not change the gradient.
-On CUDA, liger-kernel's fused linear cross-entropy avoids materialising the full logits.
+What the harness adds is configuration, chosen here once per run and recorded (`Levers`):
+- precision: bf16 autocast (Trainer's `bf16=True`) with fp32 weights that train and, for methods
+  with a frozen base, the base stored in bf16 (harness.models); fp32 where bf16 is not fast;
+- length grouping (`train_sampling_strategy="group_by_length"`): steps of examples of similar
+  length, less padding; or padding-free batches (`DataCollatorWithFlattening`): each micro-batch
+  one packed row whose position ids restart per example, from which transformers builds a
+  block-diagonal mask, so examples never attend to each other;
+- fused AdamW where torch has it (`adamw_torch_fused`), liger-kernel's fused linear
+  cross-entropy on CUDA, `torch_compile` on request;
+- the objective: Trainer's `num_items_in_batch` makes each micro-batch's loss its token sum over
+  the step's label-token count (over every process), so how a step is split into micro-batches,
+  padded or packed does not change the gradient (tested);
+- the schedule: linear warmup and decay, the warmup capped at a tenth of a short run;
+- `train.max_steps` > 0 is Trainer's `max_steps` (cycling over the data); else
+  ceil(epochs x examples / batch_size) steps.
+Methods own what they need beyond their layers: an optimizer (LoRA+) through `optimizers=`, a
+per-step hook (AdaLoRA's rank budget) through a callback.
 """
 from __future__ import annotations
 
@@ -13,19 +26,23 @@ import math
 import os
 import signal
 import statistics
-from contextlib import nullcontext
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 
 import torch
-from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
+from datasets import Dataset
+from transformers import (DataCollatorForSeq2Seq, DataCollatorWithFlattening, PrinterCallback, Trainer,
+                          TrainerCallback, TrainingArguments)
 
 from harness import measure, methods, prompts
-from harness.batching import IGNORE, collate, epoch_steps, split_step
 from harness.distributed import Dist, merge_memory
-from harness.errors import ConfigError, Diverged
-from harness.train_state import Snapshots, fingerprint
+from harness.errors import ConfigError
+from harness.train_measure import StepMeter
+from harness.train_state import Checkpoints, fingerprint
 
 log = logging.getLogger("harness.train")
+IGNORE = -100
 
 
 def tokenize_examples(records: list[dict], tok, cutoff_len: int, train_on_inputs: bool, style: str) -> list[dict]:
@@ -49,20 +66,17 @@ def tokenize_examples(records: list[dict], tok, cutoff_len: int, train_on_inputs
     return out
 
 
-def schedule(optimizer, total_steps: int, warmup_steps: int):
-    """transformers' linear schedule (warmup from 0, as LLM-Adapters' Trainer runs it), with the warmup
-    capped at a tenth of a short run (LLM-Adapters' 100 warmup steps would be all of a 20-step run)."""
-    warmup = min(warmup_steps, max(1, total_steps // 10))
-    return get_linear_schedule_with_warmup(optimizer, warmup, total_steps), warmup
+def capped_warmup(total_steps: int, warmup_steps: int) -> int:
+    """LLM-Adapters' 100 warmup steps would be all of a 20-step run: at most a tenth of the run."""
+    return min(warmup_steps, max(1, total_steps // 10))
 
 
 def accumulation_steps(tcfg, world: int = 1) -> int:
-    """Micro-batches per optimizer step (batch sizes are checked by harness.validate; the number of
-    processes is only known once launched)."""
+    """Micro-batches per optimizer step and process (the number of processes is known once launched)."""
     if (tcfg.batch_size // tcfg.micro_batch_size) % world:
         raise ConfigError(f"with {world} processes, train.batch_size ({tcfg.batch_size}) must be a multiple of "
                           f"train.micro_batch_size x processes ({tcfg.micro_batch_size * world})")
-    return tcfg.batch_size // tcfg.micro_batch_size
+    return tcfg.batch_size // tcfg.micro_batch_size // world
 
 
 def total_steps(tcfg, examples: int) -> int:
@@ -71,27 +85,45 @@ def total_steps(tcfg, examples: int) -> int:
     return tcfg.max_steps if tcfg.max_steps > 0 else math.ceil(tcfg.epochs * examples / tcfg.batch_size)
 
 
-def use_liger(model, tcfg, device) -> bool:
-    """Patch in liger-kernel's fused linear cross-entropy where asked and possible (CUDA only;
-    harness.validate refuses fused_loss=liger elsewhere)."""
-    if tcfg.fused_loss == "torch" or device.type != "cuda":
+@dataclass(frozen=True)
+class Levers:
+    """How Trainer is configured for this run and this hardware (recorded in train_info.levers)."""
+    precision: str  # bf16: autocast, fp32 weights that train; fp32
+    optim: str  # Trainer's optimizer name (the method's own optimizer replaces it when it has one)
+    sampling: str  # group_by_length | random
+    packing: bool  # DataCollatorWithFlattening
+    liger: bool  # liger-kernel fused linear cross-entropy
+    compile: bool  # Trainer's torch_compile
+    gradient_checkpointing: bool  # switched on by harness.methods.apply, the way the method needs it
+
+
+def liger_available(device: torch.device) -> bool:
+    if device.type != "cuda":
         return False
     try:
-        from liger_kernel.transformers import _apply_liger_kernel_to_instance
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        _apply_liger_kernel_to_instance(model=base, fused_linear_cross_entropy=True, cross_entropy=False,
-                                        rms_norm=False, swiglu=False, rope=False)
+        import liger_kernel  # noqa: F401
         return True
-    except Exception as exc:  # not installed, or an architecture liger does not know
-        if tcfg.fused_loss == "liger":
-            raise ConfigError(f"train.fused_loss=liger failed: {exc}") from exc
-        log.info("liger-kernel unavailable (%s); using the standard loss", exc)
+    except ImportError:
         return False
+
+
+def choose_levers(tcfg, device: torch.device, dtype: torch.dtype) -> Levers:
+    """The settings a careful user sets on this hardware, from train.* (auto values resolved here)."""
+    fused_loss = str(tcfg.fused_loss)
+    if fused_loss == "liger" and not liger_available(device):
+        raise ConfigError("train.fused_loss=liger needs a CUDA device and liger-kernel installed "
+                          "(pip install 'peft-bench[gpu]'); use train.fused_loss=auto or torch")
+    fused_optimizer = tcfg.fused_optimizer if tcfg.fused_optimizer is not None else device.type == "cuda"
+    return Levers(precision="bf16" if dtype == torch.bfloat16 else "fp32",
+                  optim="adamw_torch_fused" if fused_optimizer else "adamw_torch",
+                  sampling="group_by_length" if tcfg.group_by_length else "random", packing=bool(tcfg.packing),
+                  liger=fused_loss == "liger" or (fused_loss == "auto" and liger_available(device)),
+                  compile=bool(tcfg.compile), gradient_checkpointing=bool(tcfg.gradient_checkpointing))
 
 
 def _fault(step: int, method: str) -> str | None:
     """Test hook: PEFT_BENCH_INJECT_FAULT=oom@3 (or nan@2, kill@4, or oom@3:lora for one method only)
-    simulates a CUDA out-of-memory error, a NaN loss or a kill -9 at that optimizer step."""
+    simulates a CUDA out-of-memory error, a NaN loss or a kill -9 in that optimizer step."""
     spec = os.environ.get("PEFT_BENCH_INJECT_FAULT", "")
     kind, _, rest = spec.partition("@")
     at, _, only = rest.partition(":")
@@ -100,164 +132,175 @@ def _fault(step: int, method: str) -> str | None:
     return kind
 
 
-def _inject_fault(loss, step: int, method: str):
-    fault = _fault(step, method)
-    if fault == "oom":
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by PEFT_BENCH_INJECT_FAULT)")
-    if fault == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    return loss * float("nan") if fault == "nan" else loss
+class HarnessTrainer(Trainer):
+    """Trainer, plus: every micro-batch's loss and tokens go to the StepMeter, test faults, and a
+    checkpoint of a frozen-base model that is not a peft model (bottleneck adapters, BitFit) holds
+    only the weights that train (Trainer's loader takes them back with strict=False)."""
+
+    meter: StepMeter
+    method: str = ""
+    trainable_only: bool = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        fault = _fault(self.state.global_step + 1, self.method)
+        if fault == "oom":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by PEFT_BENCH_INJECT_FAULT)")
+        if fault == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        loss = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        value = loss[0] if return_outputs else loss
+        if fault == "nan":
+            value = value * float("nan")
+            loss = (value, loss[1]) if return_outputs else value
+        if model.training:
+            self.meter.add_forward(value, inputs)
+        return loss
+
+    def _save(self, output_dir=None, state_dict=None):
+        if self.trainable_only and state_dict is None:
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            state_dict = {n: p.detach() for n, p in unwrapped.named_parameters() if p.requires_grad}
+            if self.args.should_save:
+                from safetensors.torch import save_file
+                os.makedirs(output_dir, exist_ok=True)
+                save_file({k: v.contiguous().cpu() for k, v in state_dict.items()},
+                          os.path.join(output_dir, "model.safetensors"), metadata={"format": "pt"})
+            return
+        super()._save(output_dir, state_dict)
 
 
-def make_optimizer(model, params: list, lr: float, tcfg, method_cfg, device: torch.device):
-    """The method's own optimizer when its registry entry has one (LoRA+'s learning-rate ratio),
-    else AdamW (fused on CUDA)."""
-    spec = methods.get(method_cfg.name) if method_cfg is not None else None
-    if spec is not None and spec.optimizer is not None:
-        return spec.optimizer(model, lr, tcfg.weight_decay, method_cfg)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=tcfg.weight_decay,
-                             fused=device.type == "cuda" and all(p.is_cuda for p in params))
+class MethodStep(TrainerCallback):
+    """A method's per-step hook (AdaLoRA's rank budget) after the optimizer step, before the
+    gradients are cleared, with the number of the step just taken."""
+
+    def __init__(self, model, after_step):
+        self.model, self.after_step = model, after_step
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.after_step(self.model, state.global_step + 1)
 
 
-def train(model, tok, examples: list[dict], tcfg, lr: float, seed: int, device: torch.device,
-          dtype: torch.dtype, flops_per_token: float | None = None, on_log=None, method_cfg=None,
-          dist: Dist | None = None, snapshots: Snapshots | None = None, validate=None) -> dict:
-    """Train in place (resuming from `snapshots` when they hold this run's state); return the
-    train_info part of the record. Throughput and memory cover the steps this process ran.
-    `validate()` (the validation loss) runs every train.eval_every steps and at the end, off the clock."""
+class Collator:
+    """Trainer's collators on the harness's examples: padded rows (right padding, labels padded
+    with -100) or one packed row per micro-batch. Only input_ids and labels are passed on."""
+
+    def __init__(self, tok, packing: bool):
+        self.inner = (DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE) if packing else
+                      DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE, return_tensors="pt"))
+
+    def __call__(self, features):
+        return self.inner([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
+
+
+def arguments(tcfg, levers: Levers, *, lr: float, seed: int, steps: int, warmup: int, accumulation: int,
+              device: torch.device, output_dir: str, checkpoints: Checkpoints) -> TrainingArguments:
+    """TrainingArguments of one run: every flag from the run's config and levers."""
+    gpu = device.type == "cuda"
+    return TrainingArguments(
+        output_dir=output_dir, max_steps=steps, per_device_train_batch_size=tcfg.micro_batch_size,
+        gradient_accumulation_steps=accumulation, learning_rate=lr, lr_scheduler_type="linear",
+        warmup_steps=warmup, weight_decay=tcfg.weight_decay, max_grad_norm=tcfg.max_grad_norm,
+        optim=levers.optim, bf16=levers.precision == "bf16", use_cpu=not gpu, seed=seed, data_seed=seed,
+        train_sampling_strategy=levers.sampling, length_column_name="length",
+        torch_compile=levers.compile, use_liger_kernel=levers.liger,
+        liger_kernel_config={"fused_linear_cross_entropy": True, "cross_entropy": False, "rms_norm": False,
+                             "swiglu": False, "rope": False} if levers.liger else None,
+        logging_strategy="steps", logging_steps=tcfg.log_every, logging_nan_inf_filter=False,
+        save_strategy="steps" if checkpoints.enabled else "no",
+        save_steps=checkpoints.every_steps or 10 ** 9, save_total_limit=1,
+        report_to="none", disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=gpu,
+        remove_unused_columns=False, average_tokens_across_devices=True)
+
+
+@contextmanager
+def no_kv_cache(model):
+    """A KV cache is useless in training and costs memory; generation turns it back on."""
+    config = getattr(model, "config", None)
+    before = getattr(config, "use_cache", None)
+    if config is not None:
+        config.use_cache = False
+    try:
+        yield
+    finally:
+        if config is not None:
+            config.use_cache = before
+
+
+def train(model, tok, examples: list[dict], tcfg, *, lr: float, seed: int, device: torch.device,
+          dtype: torch.dtype, method_cfg, flops_per_token: float | None = None, on_log=None,
+          dist: Dist | None = None, checkpoints: Checkpoints | None = None, validate=None,
+          save_full_to: str | None = None) -> dict:
+    """Train `model` in place with Trainer (resuming from `checkpoints` when they hold this run's
+    state); return the train_info part of the record. `validate()` (the validation loss) runs every
+    train.eval_every steps and at the end, off the clock. `save_full_to`: FSDP gathers the sharded
+    weights into that directory at the end."""
     dist = dist or Dist()
-    snapshots = snapshots or Snapshots(None)
-    accum = accumulation_steps(tcfg, dist.world)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    checkpoints = checkpoints or Checkpoints(None)
+    accumulation = accumulation_steps(tcfg, dist.world)
+    if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("the method left no trainable parameters")
-    n = len(examples)
-    steps_total = total_steps(tcfg, n)
-    method = method_cfg.name if method_cfg is not None else ""
-    spec = methods.get(method) if method else None
-    opt = make_optimizer(model, params, lr, tcfg, method_cfg, device)
-    model, opt = dist.prepare(model, opt)  # DDP / FSDP wrapping when launched with several processes
-    params = [p for p in model.parameters() if p.requires_grad]
-    sched, warmup = schedule(opt, steps_total, tcfg.warmup_steps)
-    # bf16: weights loaded in bf16 (harness.models) and every matmul under autocast, trainable fp32
-    # parameters included; on CPUs with AMX / AVX512-BF16 that is about twice fp32's speed
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == torch.bfloat16 else nullcontext()
-    if dist.world > 1 and tcfg.max_tokens_per_batch:
-        raise ConfigError("train.max_tokens_per_batch gives steps a varying number of forwards; several "
-                          "processes need the same number each: leave it 0 with several processes")
-    liger = use_liger(dist.unwrap(model), tcfg, device)
-    forward = torch.compile(model) if tcfg.compile else model
-    lengths = [len(e["input_ids"]) for e in examples]
-    pad_id = tok.pad_token_id
-    expected = fingerprint(dist.unwrap(model), steps_total, n, accum * dist.world)
-    start, losses, samples_before = snapshots.load(dist.unwrap(model), opt, sched, expected)
-
-    def steps():
-        epoch = 0
-        while True:
-            for step in epoch_steps(lengths, tcfg.batch_size, seed + epoch, tcfg.group_by_length):
-                forwards = split_step(step, lengths, tcfg.micro_batch_size, tcfg.max_tokens_per_batch, tcfg.packing)
-                if dist.world > 1 and len(forwards) < accum:
-                    break  # every rank needs its share of micro-batches: drop a short last step
-                yield forwards  # a short last step is normalised by its own tokens
-            epoch += 1
-
-    model.train()
-    step_times, step_tokens, real_tokens, padded_tokens, samples, snapshot_seconds = [], [], 0, 0, 0, 0.0
-    val_losses: list[dict] = []
-    memory = measure.PhaseMemory(device).start()
-    # a live bar with ETA on a terminal; nothing when output is a file (the log lines stay)
-    bar = tqdm(total=steps_total, initial=start, desc="train", unit="step", disable=None if dist.main else True,
-               dynamic_ncols=True, leave=False)
-    t_start = measure.clock(device)
-    for step, group in zip(range(steps_total), steps()):
-        if step < start:  # taken before the snapshot: same batches, skipped
-            continue
-        t0 = measure.clock(device)
-        mine = group[dist.rank::dist.world]  # this rank's share of the step's micro-batches
-        batches = [collate([examples[i] for i in mb], pad_id, device, tcfg.packing) for mb in mine]
-        step_items = max(1.0, dist.sum(sum(b["counts"]["items"] for b in batches)))  # all ranks' label tokens
-        step_loss = torch.zeros((), device=device)
-        step_tokens.append(sum(b["counts"]["real"] for b in batches))
-        for k, b in enumerate(batches):
-            items = b["counts"]["items"]
-            with dist.no_sync(model, last=k == len(batches) - 1):
-                with autocast:
-                    # use_cache=False: a KV cache is useless in training and costs memory
-                    out = forward(**b["inputs"], use_cache=False)
-                # HF returns the mean over this micro-batch's tokens; rescale to sum / step tokens
-                loss = _inject_fault(out.loss * (items / step_items), step + 1, method)
-                del out  # drop the logits before the backward pass and the next forward
-                dist.backward(loss * dist.world)  # DDP averages gradients over ranks; we want the sum
-            step_loss += loss.detach()
-            del loss
-            real_tokens += b["counts"]["real"]
-            padded_tokens += b["counts"]["padded"]
-            samples += b["counts"]["rows"]
-        step_loss = dist.sum(float(step_loss))  # one synchronisation per step
-        if not math.isfinite(step_loss):  # checked on the all-ranks loss, so every rank stops together
-            raise Diverged(step + 1, step_loss)
-        grad_norm = dist.clip(params, tcfg.max_grad_norm) if tcfg.max_grad_norm > 0 else None
-        opt.step()
-        sched.step()
-        if spec is not None and spec.after_step is not None:  # e.g. AdaLoRA's rank-budget update
-            spec.after_step(dist.unwrap(model), step + 1)
-        opt.zero_grad(set_to_none=True)
-        step_times.append(measure.clock(device) - t0)
-        losses.append(step_loss)
-        bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
-        if validate is not None and ((tcfg.eval_every and (step + 1) % tcfg.eval_every == 0)
-                                     or step + 1 == steps_total):
-            t_val = measure.clock(device)
-            val_losses.append({"step": step + 1, "loss": validate()})
-            snapshot_seconds += measure.clock(device) - t_val  # not training time
-            if on_log:
-                on_log(step + 1, {"val/loss": val_losses[-1]["loss"]})
-        if dist.sum(float(snapshots.due(step + 1))):  # ranks agree (time-based); its time is not training time
-            t_snap = measure.clock(device)
-            snapshots.save(step + 1, dist.unwrap(model), opt, sched, losses, samples_before + dist.sum(samples),
-                           expected)
-            dist.barrier()
-            snapshot_seconds += measure.clock(device) - t_snap
-        if (step + 1) % tcfg.log_every == 0 or step + 1 == steps_total:
-            log.info("step %d/%d  loss %.4f  lr %.2e  %.0f tok/s", step + 1, steps_total, step_loss,
-                     sched.get_last_lr()[0], real_tokens / (measure.clock(device) - t_start))
-        if on_log and ((step + 1) % tcfg.log_every == 0 or step + 1 == steps_total):
-            on_log(step + 1, {"train/loss": step_loss, "train/lr": sched.get_last_lr()[0],
-                              "train/grad_norm": float(grad_norm) if grad_norm is not None else None,
-                              "train/step_seconds": step_times[-1], **{f"train/{k}": v for k, v in memory.read().items()}})
-    wall = measure.clock(device) - t_start - snapshot_seconds
-    bar.close()
+    spec = methods.get(method_cfg.name)
+    n, steps = len(examples), total_steps(tcfg, len(examples))
+    warmup = capped_warmup(steps, tcfg.warmup_steps)
+    levers = choose_levers(tcfg, device, dtype)
+    expected = fingerprint(model, steps, n, accumulation * dist.world)
+    resume_from, done = checkpoints.latest(expected)
+    checkpoints.start(expected)
+    meter = StepMeter(device, dist, steps, len(done["losses"]), done["losses"], done["samples"], tcfg.log_every,
+                      on_log=on_log, validate=validate, eval_every=tcfg.eval_every)
+    callbacks = [meter, checkpoints.callback(meter.steps_so_far, agree=lambda due: dist.sum(float(due)) > 0)]
+    if spec.after_step is not None:
+        callbacks.append(MethodStep(model, spec.after_step))
+    optimizer = spec.optimizer(model, lr, tcfg.weight_decay, method_cfg) if spec.optimizer else None
+    dataset = Dataset.from_list([{**e, "length": len(e["input_ids"])} for e in examples])
+    with tempfile.TemporaryDirectory() as scratch, no_kv_cache(model):
+        output_dir = str(checkpoints.directory) if checkpoints.enabled else scratch
+        args = arguments(tcfg, levers, lr=lr, seed=seed, steps=steps, warmup=warmup, accumulation=accumulation,
+                         device=device, output_dir=output_dir, checkpoints=checkpoints)
+        trainer = HarnessTrainer(model=model, args=args, train_dataset=dataset, data_collator=Collator(tok, levers.packing),
+                                 callbacks=callbacks, optimizers=(optimizer, None))
+        trainer.remove_callback(PrinterCallback)  # Trainer's log dicts on stdout: the StepMeter logs instead
+        trainer.meter, trainer.method = meter, method_cfg.name
+        trainer.trainable_only = spec.frozen_base and not hasattr(model, "peft_config")
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        if save_full_to:
+            trainer.save_model(save_full_to)
     model.eval()
-    real_tokens, padded_tokens, samples = (int(dist.sum(x)) for x in (real_tokens, padded_tokens, samples))
-    per_second = (lambda x: round(x / wall, 4) if step_times else None)  # noqa: E731 (none when resumed at the end)
+    return train_info(meter, levers, steps=steps, examples=n, warmup=warmup, lr=lr, accumulation=accumulation,
+                      resumed_from=len(done["losses"]), saved=callbacks[1].saved, dist=dist, device=device,
+                      flops_per_token=flops_per_token, tcfg=tcfg)
+
+
+def train_info(meter: StepMeter, levers: Levers, *, steps: int, examples: int, warmup: int, lr: float,
+               accumulation: int, resumed_from: int, saved: int, dist: Dist, device, flops_per_token, tcfg) -> dict:
+    """The record's train_info: what happened, and the throughput of the steps this process ran."""
+    losses, times = meter.losses, meter.step_seconds
+    wall = sum(times)
+    real, padded, rows = (int(dist.sum(meter.totals[k])) for k in ("real", "padded", "rows"))
+    per_second = (lambda x: round(x / wall, 4) if times and wall else None)  # noqa: E731 (none when resumed at the end)
     # the first step pays one-off costs (allocator growth, kernel selection, torch.compile's compilation)
-    after_first = (round(dist.sum(sum(step_tokens[1:])) / sum(step_times[1:]), 4)
-                   if len(step_times) > 1 and sum(step_times[1:]) > 0 else None)
+    after_first = (round(dist.sum(sum(meter.step_tokens[1:])) / sum(times[1:]), 4)
+                   if len(times) > 1 and sum(times[1:]) > 0 else None)
     info = {
-        "steps": len(losses), "epochs_seen": round((samples_before + samples) / n, 4), "examples": n,
-        "resumed_from_step": start, "snapshots_saved": snapshots.saved, "snapshot_seconds": round(snapshot_seconds, 3),
-        "accumulation": accum, "warmup_steps": warmup, "lr": lr,
-        "loss_first": losses[0], "loss_last": losses[-1],
-        "loss_mean_last10": statistics.fmean(losses[-10:]), "losses": [round(x, 5) for x in losses],
-        "validation_loss": val_losses,
-        "fused_loss": "liger" if liger else "torch", "compiled": tcfg.compile,
-        "precision": str(dtype).replace("torch.", ""), "autocast": dtype == torch.bfloat16,
-        "packing": tcfg.packing, "max_tokens_per_batch": tcfg.max_tokens_per_batch,
-        "group_by_length": tcfg.group_by_length,
-        "memory": merge_memory(dist.gather(memory.read())),
-        "processes": dist.world,
+        "engine": "transformers.Trainer", "levers": asdict(levers),
+        "steps": len(losses), "max_steps": steps, "epochs_seen": round(meter.steps_so_far()["samples"] / examples, 4),
+        "examples": examples, "resumed_from_step": resumed_from, "snapshots_saved": saved,
+        "snapshot_seconds": round(meter.excluded_seconds, 3), "accumulation": accumulation * dist.world,
+        "warmup_steps": warmup, "lr": lr,
+        "loss_first": losses[0], "loss_last": losses[-1], "loss_mean_last10": statistics.fmean(losses[-10:]),
+        "losses": [round(x, 5) for x in losses], "validation_loss": meter.validation_loss,
+        "fused_loss": "liger" if levers.liger else "torch", "compiled": levers.compile,
+        "precision": "bfloat16" if levers.precision == "bf16" else "float32", "autocast": levers.precision == "bf16",
+        "packing": levers.packing, "group_by_length": levers.sampling == "group_by_length",
+        "memory": merge_memory(dist.gather(meter.memory.read())), "processes": dist.world,
         "throughput": {
-            "wall_seconds": round(wall, 4), "steps_timed": len(step_times),
-            "median_step_seconds": round(statistics.median(step_times), 5) if step_times else None,
-            "first_step_seconds": round(step_times[0], 5) if step_times else None,
-            "step_seconds": [round(t, 5) for t in step_times], "step_tokens": step_tokens,
-            "tokens_per_second_after_first": after_first,
-            "tokens_per_second": per_second(real_tokens),
-            "padded_tokens_per_second": per_second(padded_tokens),
-            "samples_per_second": per_second(samples),
-            "real_tokens": real_tokens, "padded_tokens": padded_tokens, "samples": samples,
+            "wall_seconds": round(wall, 4), "steps_timed": len(times),
+            "median_step_seconds": round(statistics.median(times), 5) if times else None,
+            "first_step_seconds": round(times[0], 5) if times else None,
+            "step_seconds": [round(t, 5) for t in times], "step_tokens": meter.step_tokens,
+            "tokens_per_second_after_first": after_first, "tokens_per_second": per_second(real),
+            "padded_tokens_per_second": per_second(padded), "samples_per_second": per_second(rows),
+            "real_tokens": real, "padded_tokens": padded, "samples": rows,
         },
     }
     if flops_per_token:

@@ -1,101 +1,115 @@
-"""Training-state snapshots: a run killed mid-training resumes at its last snapshot and ends with
-the weights and losses an uninterrupted run would have had (exactly, in a single fp32 process).
+"""Resumable training through transformers.Trainer's own checkpoints.
 
-A snapshot holds the trainable parameters (safetensors), the optimizer, scheduler and RNG states and
-the loss history, in results/train_state/<run-id>/, swapped in as a whole directory (a kill leaves the
-previous snapshot or none). Micro-batch order is a function of (seed, epoch), so a resumed run skips
-the steps already taken and sees the same batches. Optimizer states are read back with
-torch.load(weights_only=True): tensors and plain containers, never code.
+A run saves Trainer checkpoints (weights that train, optimizer, scheduler, RNG states, trainer
+state) under results/train_state/<run-id>/checkpoint-<step>, every `resume.every_steps` optimizer
+steps and/or every `resume.every_minutes`, keeping only the newest. A run killed (kill -9) and
+rerun resumes from it with `Trainer.train(resume_from_checkpoint=...)`: Trainer restores the RNG
+states and skips the batches already seen, so the loss curve equals the uninterrupted one (tested).
+
+What Trainer does not keep, the harness adds beside it:
+- `harness_steps.json` in each checkpoint: the per-step losses and examples seen so far (the
+  record holds every step's loss; Trainer's log history holds only logged steps);
+- `complete` in each checkpoint, written after Trainer finished saving it: a kill during a save
+  leaves a checkpoint without it, which is ignored;
+- `fingerprint.json` in the run's directory: what must match for its checkpoints to belong to
+  this run (step budget, data size, batch layout, trainable shapes, code identity). A checkpoint
+  written by other code or another number of processes is discarded with a warning.
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
 
-import torch
+from transformers import TrainerCallback
 
 from harness import atomic
 
 log = logging.getLogger("harness.train")
-PARAMS, STATES, META = "trainable.safetensors", "states.pt", "snapshot.json"
-
-
-def trainable(model) -> dict[str, torch.nn.Parameter]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+STEPS, COMPLETE, FINGERPRINT = "harness_steps.json", "complete", "fingerprint.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def fingerprint(model, total_steps: int, examples: int, accumulation: int) -> dict:
-    """What must match for a snapshot to belong to this run (the directory is keyed by the run id
-    already; this catches a snapshot written by other code or another number of processes)."""
+    """What must match for a checkpoint to belong to this run (the directory is keyed by the run id
+    already; this catches one written by other code or another number of processes)."""
     from harness.env import code_identity
     return {"total_steps": total_steps, "examples": examples, "accumulation": accumulation,
-            "trainable": {n: list(p.shape) for n, p in trainable(model).items()},
+            "trainable": {n: list(p.shape) for n, p in model.named_parameters() if p.requires_grad},
             "code_id": code_identity()["code_id"]}
 
 
-class Snapshots:
-    """Save every `every_steps` optimizer steps and/or every `every_minutes`; only the main process
-    writes. `directory=None` disables snapshots (the benchmark, FSDP's sharded parameters)."""
+class Checkpoints:
+    """The run's checkpoint directory. `directory=None` or both intervals 0 disables checkpoints
+    (the benchmark, FSDP's sharded parameters); only the main process writes."""
 
     def __init__(self, directory: Path | None, every_steps: int = 0, every_minutes: float = 0.0, main: bool = True):
-        self.directory = directory
-        self.enabled = directory is not None and bool(every_steps or every_minutes)
+        self.directory = Path(directory) if directory is not None else None
+        self.enabled = self.directory is not None and bool(every_steps or every_minutes)
         self.every_steps, self.every_seconds, self.main = every_steps, every_minutes * 60, main
+
+    def latest(self, expected: dict) -> tuple[Path | None, dict]:
+        """(the newest complete checkpoint of this run or None, its harness step record)."""
+        if not self.enabled or not self.directory.is_dir():
+            return None, {"losses": [], "samples": 0}
+        found = self.directory / FINGERPRINT
+        if not found.is_file() or json.loads(found.read_text()) != expected:
+            log.warning("ignoring the training checkpoints in %s: they were written for a different run",
+                        self.directory)
+            self.clear()
+            return None, {"losses": [], "samples": 0}
+        done = sorted((int(m.group(1)), p) for p in self.directory.iterdir()
+                      if (m := _CHECKPOINT.match(p.name)) and (p / COMPLETE).is_file())
+        if not done:
+            return None, {"losses": [], "samples": 0}
+        path = done[-1][1]
+        log.info("resuming from the checkpoint at step %d (%s)", done[-1][0], path)
+        return path, json.loads((path / STEPS).read_text())
+
+    def start(self, expected: dict) -> None:
+        """Claim the directory for this run (its fingerprint), before the first checkpoint."""
+        if self.enabled and self.main:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            atomic.write_json(self.directory / FINGERPRINT, expected)
+
+    def clear(self) -> None:
+        """Forget the checkpoints (the run is recorded, or force=true starts over)."""
+        if self.directory is not None and self.main:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def callback(self, steps_so_far, agree=bool) -> TrainerCallback:
+        """Asks Trainer for a checkpoint when one is due by time (Trainer's save_steps covers
+        steps), never after the last step (the run is about to be recorded), and completes each
+        checkpoint Trainer saved with the harness's step record. `steps_so_far()` gives that record;
+        `agree(flag)` makes every process take the same time-based decision (clocks differ)."""
+        return _CheckpointCallback(self, steps_so_far, agree)
+
+
+class _CheckpointCallback(TrainerCallback):
+    def __init__(self, checkpoints: Checkpoints, steps_so_far, agree):
+        self.checkpoints, self.steps_so_far, self.agree = checkpoints, steps_so_far, agree
         self.saved = 0
         self._last = time.monotonic()
 
-    def load(self, model, opt, sched, expected: dict) -> tuple[int, list[float], int]:
-        """Restore the last snapshot into model/optimizer/scheduler/RNG: (steps done, their losses,
-        examples seen). (0, [], 0) when there is none or it does not fit this run."""
-        self._last = time.monotonic()
-        meta_path = self.directory / META if self.enabled else None
-        if meta_path is None or not meta_path.is_file():
-            return 0, [], 0
-        meta = json.loads(meta_path.read_text())
-        if meta.get("fingerprint") != expected:
-            log.warning("ignoring the training snapshot in %s: it was written for a different run", self.directory)
-            return 0, [], 0
-        from safetensors.torch import load_file
-        tensors = load_file(str(self.directory / PARAMS))
-        states = torch.load(self.directory / STATES, weights_only=True)
-        with torch.no_grad():
-            for name, p in trainable(model).items():
-                p.copy_(tensors[name].to(p.device, p.dtype))
-        opt.load_state_dict(states["optimizer"])
-        sched.load_state_dict(states["scheduler"])
-        torch.set_rng_state(states["rng_cpu"])
-        if states.get("rng_cuda") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["rng_cuda"])
-        log.info("resuming from the snapshot at step %d (%s)", meta["step"], self.directory)
-        return meta["step"], list(meta["losses"]), int(meta["samples"])
+    def on_step_end(self, args, state, control, **kwargs):
+        c = self.checkpoints
+        if not c.enabled:
+            control.should_save = False
+        elif state.global_step >= state.max_steps:
+            control.should_save = False  # the record is written next; a final checkpoint has no use
+        elif c.every_seconds and self.agree(time.monotonic() - self._last >= c.every_seconds):
+            control.should_save = True
+        return control
 
-    def due(self, step: int) -> bool:
-        if not self.enabled:
-            return False
-        return bool((self.every_steps and step % self.every_steps == 0)
-                    or (self.every_seconds and time.monotonic() - self._last >= self.every_seconds))
-
-    def save(self, step: int, model, opt, sched, losses: list[float], samples: int, expected: dict) -> None:
+    def on_save(self, args, state, control, **kwargs):
         self._last = time.monotonic()
         self.saved += 1
-        if not self.main:
+        record = self.steps_so_far()  # on every process: it may sum over them
+        if not self.checkpoints.main:
             return
-        from safetensors.torch import save_file
-
-        def fill(tmp: str) -> None:
-            save_file({n: p.detach().contiguous().cpu() for n, p in trainable(model).items()}, f"{tmp}/{PARAMS}")
-            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng_cpu": torch.get_rng_state(),
-                        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-                       f"{tmp}/{STATES}")
-            Path(tmp, META).write_text(json.dumps({"step": step, "losses": losses, "samples": int(samples),
-                                                   "fingerprint": expected}))
-
-        atomic.replace_dir(self.directory, fill)
-
-    def clear(self) -> None:
-        """Forget the snapshot (the run is recorded, or force=true starts over)."""
-        if self.directory is not None and self.main:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        atomic.write_json(path / STEPS, record)
+        (path / COMPLETE).write_text("")

@@ -82,9 +82,6 @@ def check_training(t, lr: float) -> None:
     if t.val_accuracy_items > t.val_size:
         raise ConfigError(f"train.val_accuracy_items={t.val_accuracy_items} is more than the train.val_size="
                           f"{t.val_size} records held out")
-    if t.max_tokens_per_batch < 0:
-        raise ConfigError(f"train.max_tokens_per_batch={t.max_tokens_per_batch} must be >= 0 (0: "
-                          f"train.micro_batch_size rows per forward)")
 
 
 def check_method(m, spec: methods.Method) -> None:

@@ -20,7 +20,6 @@ import re
 import torch
 
 from harness import evaluate, extract, prompts
-from harness.batching import collate
 
 SPLIT_SEED = 0
 FORMAT = re.compile(r"Answer format:\s*([\w/ ]+?)\s*$")
@@ -43,14 +42,17 @@ def loss(model, tok, examples: list[dict], batch_size: int, device: torch.device
     """Token-mean loss over `examples` (sum over every label token / their count)."""
     was_training = model.training
     model.eval()
+    from harness.train import IGNORE, Collator
+    collate = Collator(tok, packing=False)
     total, items = 0.0, 0
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
     for start in range(0, len(examples), batch_size):
-        b = collate(examples[start:start + batch_size], tok.pad_token_id, device)
+        batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size]).items()}
+        n = int((batch["labels"][:, 1:] != IGNORE).sum())  # the loss shifts labels: position 0 is no target
         with autocast:
-            out = model(**b["inputs"], use_cache=False)
-        total += float(out.loss) * b["counts"]["items"]
-        items += b["counts"]["items"]
+            out = model(**batch, use_cache=False)
+        total += float(out.loss) * n
+        items += n
     model.train(was_training)
     return round(total / max(1, items), 5)
 

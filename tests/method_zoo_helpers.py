@@ -55,25 +55,20 @@ def batch(tok, texts=("Below is an instruction that describes a task.", "What is
 
 
 def train_steps(name, model, tok, n: int = 2, lr: float = 1e-2) -> set[str]:
-    """n optimizer steps as harness.train takes them (the method's optimizer and after_step hooks);
-    returns the trainable parameters that received a non-zero gradient."""
-    from types import SimpleNamespace
+    """n optimizer steps through the harness's training engine (transformers.Trainer with the
+    method's optimizer and per-step hook, as every run takes them); returns the trainable
+    parameters whose values moved."""
+    from omegaconf import OmegaConf
 
-    from harness.train import make_optimizer
-    spec = methods.get(name)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(model, params, lr, SimpleNamespace(weight_decay=0.0), method_cfg(name), CPU)
-    got_grad, inputs = set(), batch(tok)
-    model.train()
-    for step in range(n):
-        model(**inputs).loss.backward()
-        got_grad |= {k for k, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-        opt.step()
-        if spec.after_step is not None:
-            spec.after_step(model, step + 1)
-        opt.zero_grad(set_to_none=True)
-    model.eval()
-    return got_grad
+    from harness.config import TrainConfig
+    from harness.train import tokenize_examples, train
+    records = [{"instruction": t, "input": "", "output": "5"} for t in ("What is 2 plus 3?", "Add 4 and 1", "Say 5")]
+    examples = tokenize_examples(records, tok, 64, True, "clean")
+    tcfg = OmegaConf.structured(TrainConfig(max_steps=n, batch_size=3, micro_batch_size=3, warmup_steps=0,
+                                            max_grad_norm=0.0, log_every=1))
+    before = {k: p.detach().float().clone() for k, p in model.named_parameters() if p.requires_grad}
+    train(model, tok, examples, tcfg, lr=lr, seed=0, device=CPU, dtype=torch.float32, method_cfg=method_cfg(name))
+    return {k for k, p in model.named_parameters() if k in before and not torch.equal(p.detach().float(), before[k])}
 
 
 @torch.no_grad()

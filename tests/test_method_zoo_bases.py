@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from harness import models
+from harness import methods, models
 from harness.config import compose
 from harness.errors import ConfigError
 from method_zoo_helpers import (ALL_SPECS, CPU, QUANTIZABLE, TRAINS, UNQUANTIZABLE, build, fresh,  # noqa: F401
@@ -87,11 +87,8 @@ def test_an_8bit_base_trains(work_dirs, name):
 def test_lora_plus_gives_b_a_larger_learning_rate(fresh):
     model, tok = fresh
     pm = build("lora_plus", model, tok).model
-    from types import SimpleNamespace
-
-    from harness.train import make_optimizer
-    params = [p for p in pm.parameters() if p.requires_grad]
-    opt = make_optimizer(pm, params, 1e-4, SimpleNamespace(weight_decay=0.0), method_cfg("lora_plus"), CPU)
+    # what harness.train hands Trainer as its optimizer
+    opt = methods.get("lora_plus").optimizer(pm, 1e-4, 0.0, method_cfg("lora_plus"))
     names = {id(p): n for n, p in pm.named_parameters()}
     lr_of = {names[id(p)]: g["lr"] for g in opt.param_groups for p in g["params"]}
     assert set(lr_of) == {n for n, p in pm.named_parameters() if p.requires_grad}

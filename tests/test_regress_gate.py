@@ -80,8 +80,7 @@ def test_the_gate_passes_unchanged_code_and_fails_broken_scoring_and_training(cl
 
     git(clone, "revert", "--no-edit", "HEAD")
     # a plausible bug: the warmup computed but not passed on, so the first step runs at the full rate
-    change(clone, "harness/train.py", "get_linear_schedule_with_warmup(optimizer, warmup, total_steps)",
-           "get_linear_schedule_with_warmup(optimizer, 0, total_steps)")
+    change(clone, "harness/train.py", "warmup_steps=warmup, weight_decay=", "warmup_steps=0, weight_decay=")
     commit(clone, "break the learning-rate schedule")
     broken = regress(clone, cache, "--baseline", "results/baselines/mine")
     assert broken.returncode == 1, broken.stdout[-3000:] + broken.stderr[-3000:]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness.train_state import Snapshots, fingerprint
+from harness.train_state import COMPLETE, STEPS, Checkpoints, fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["model=tiny-random", "task=arithmetic", "train.max_steps=6", "train.batch_size=2",
@@ -41,7 +41,9 @@ def test_a_run_killed_mid_training_resumes_and_matches_an_uninterrupted_run(tmp_
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not list((tmp_path / "a" / "runs").glob("*.json")), "a killed run must leave no record"
     (state,) = (tmp_path / "a" / "train_state").iterdir()
-    assert json.loads((state / "snapshot.json").read_text())["step"] == 4
+    checkpoints = sorted(p.name for p in state.glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-4"], checkpoints  # Trainer's, the newest kept
+    assert len(json.loads((state / "checkpoint-4" / STEPS).read_text())["losses"]) == 4
 
     resumed = run(tmp_path / "a", cache, method)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -74,15 +76,21 @@ def test_force_starts_over_instead_of_resuming(tmp_path, work_dirs):
     assert the_record(tmp_path)["train_info"]["resumed_from_step"] == 0
 
 
-def test_a_snapshot_of_another_run_is_ignored(tmp_path, make_tiny_llama):
+def test_checkpoints_of_another_run_or_unfinished_ones_are_ignored(tmp_path, make_tiny_llama):
     model = make_tiny_llama()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    snaps = Snapshots(tmp_path / "state", every_steps=1)
-    snaps.save(3, model, opt, sched, [1.0, 0.9, 0.8], 12, fingerprint(model, 10, 100, 2))
-    assert snaps.load(model, opt, sched, fingerprint(model, 10, 100, 2)) == (3, [1.0, 0.9, 0.8], 12)
-    # another step budget (say): not this run's state
-    assert snaps.load(model, opt, sched, fingerprint(model, 20, 100, 2)) == (0, [], 0)
-    # snapshots off: nothing is read or written
-    off = Snapshots(tmp_path / "state", every_steps=0, every_minutes=0)
-    assert off.load(model, opt, sched, fingerprint(model, 10, 100, 2)) == (0, [], 0) and not off.due(2)
+    mine, other = fingerprint(model, 10, 100, 2), fingerprint(model, 20, 100, 2)  # another step budget
+    ckpts = Checkpoints(tmp_path / "state", every_steps=1)
+    ckpts.start(mine)
+    for step, complete in ((2, True), (4, True), (6, False)):  # 6: killed while Trainer was saving it
+        d = tmp_path / "state" / f"checkpoint-{step}"
+        d.mkdir()
+        (d / STEPS).write_text(json.dumps({"losses": [1.0] * step, "samples": 4 * step}))
+        if complete:
+            (d / COMPLETE).write_text("")
+    path, done = ckpts.latest(mine)
+    assert path.name == "checkpoint-4" and done == {"losses": [1.0] * 4, "samples": 16}
+    assert ckpts.latest(other) == (None, {"losses": [], "samples": 0})
+    assert not (tmp_path / "state").exists(), "another run's checkpoints are discarded"
+    off = Checkpoints(tmp_path / "state", every_steps=0, every_minutes=0)  # checkpoints off: nothing read
+    off.start(mine)
+    assert not off.enabled and off.latest(mine)[0] is None and not (tmp_path / "state").exists()

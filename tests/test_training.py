@@ -10,11 +10,11 @@ from omegaconf import OmegaConf
 from harness import prompts
 from harness.config import TrainConfig
 from harness.errors import ConfigError
-from harness.batching import IGNORE, collate, epoch_steps, split_step
-from harness.train import schedule, tokenize_examples, train
+from harness.train import IGNORE, Collator, capped_warmup, tokenize_examples, train
 from harness.validate import check_training
 
 REC = {"instruction": "What is 2+3?", "input": "", "output": "2+3=5. The answer is 5.", "answer": "5"}
+FULL = OmegaConf.create({"name": "full"})  # the method section train() reads: its registry entry
 
 
 def tokenize_example(rec, tok, cutoff_len, train_on_inputs, style):
@@ -33,51 +33,45 @@ def test_tokenize_appends_eos_and_masks_prompt_when_asked(tiny):
     assert len(cut["input_ids"]) == 40 and cut["input_ids"][-1] != tok.eos_token_id  # truncated: no EOS
 
 
-def test_steps_cover_every_example_once_per_epoch_and_forwards_cover_each_step():
-    lengths = [5, 50, 7, 300, 12, 40, 41, 8, 9, 100]
-    for grouped in (True, False):
-        steps = epoch_steps(lengths, 4, seed=1, group_by_length=grouped)
-        assert sorted(i for s in steps for i in s) == list(range(10)) and [len(s) for s in steps].count(4) == 2
-        for step in steps:
-            for budget, packing in ((0, False), (120, False), (120, True)):
-                forwards = split_step(step, lengths, 3, budget, packing)
-                assert sorted(i for f in forwards for i in f) == sorted(step)
-    assert epoch_steps(lengths, 4, 1, True) == epoch_steps(lengths, 4, 1, True)  # seeded
-    # grouped: a step's examples come from one length-sorted window, so they are alike
-    grouped = epoch_steps(list(range(1, 257)), 4, seed=0, group_by_length=True)
-    assert max(max(s) - min(s) for s in grouped) < 8
-
-
-def test_a_token_budget_fills_forwards_longest_first():
-    lengths = [100, 90, 30, 30, 20, 10]
-    assert split_step(list(range(6)), lengths, 2) == [[0, 1], [2, 3], [4, 5]]
-    assert split_step(list(range(6)), lengths, 2, max_tokens=200) == [[0, 1], [2, 3, 4, 5]]  # 2 x 100; 4 x 30
-    assert split_step(list(range(6)), lengths, 2, max_tokens=200, packing=True) == [[0, 1], [2, 3, 4, 5]]
-    assert split_step([0, 5], lengths, 2, max_tokens=50) == [[0], [5]]  # longer than the budget: alone
-
-
-def test_packed_rows_restart_positions_and_hide_each_examples_first_label():
+def test_packed_rows_restart_positions_and_hide_each_examples_first_label(tiny):
+    """Padding-free batches come from transformers' DataCollatorWithFlattening: one row, position ids
+    restarting per example (transformers turns them into a block-diagonal mask), each example's
+    first label ignored, as the padded layout's label shift leaves it untargeted."""
+    _, tok = tiny
     ex = [{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}, {"input_ids": [8, 9], "labels": [IGNORE, 9]}]
-    b = collate(ex, 0, torch.device("cpu"), packing=True)
-    assert b["inputs"]["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
-    assert b["inputs"]["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
-    assert b["inputs"]["labels"].tolist() == [[IGNORE, 6, 7, IGNORE, 9]] and "attention_mask" not in b["inputs"]
-    padded = collate(ex, 0, torch.device("cpu"))
-    assert b["counts"]["items"] == padded["counts"]["items"] == 3  # the same label tokens
-    assert (b["counts"]["real"], b["counts"]["padded"], padded["counts"]["padded"]) == (5, 5, 6)
+    packed = Collator(tok, packing=True)(ex)
+    assert packed["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    assert packed["labels"].tolist() == [[IGNORE, 6, 7, IGNORE, 9]] and "attention_mask" not in packed
+    padded = Collator(tok, packing=False)(ex)
+    assert padded["input_ids"].shape == (2, 3) and padded["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert padded["labels"].tolist() == [[5, 6, 7], [IGNORE, 9, IGNORE]]
+    # the same label targets: the loss counts labels[:, 1:] in both layouts
+    assert int((packed["labels"][:, 1:] != IGNORE).sum()) == int((padded["labels"][:, 1:] != IGNORE).sum()) == 3
 
 
-def test_schedule_is_transformers_linear_schedule_with_a_capped_warmup():
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched, warmup = schedule(opt, 100, 10)
-    lrs = []
-    for _ in range(100):
-        lrs.append(sched.get_last_lr()[0])
-        opt.step()
-        sched.step()
-    assert warmup == 10 and lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5) and lrs[10] == pytest.approx(1.0)
-    assert lrs[55] == pytest.approx(0.5) and lrs[-1] == pytest.approx(1 / 90)
-    assert schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 20, 100)[1] == 2  # a tenth
+def test_the_warmup_is_capped_at_a_tenth_of_a_short_run():
+    assert capped_warmup(100, 10) == 10 and capped_warmup(20, 100) == 2 and capped_warmup(5, 100) == 1
+    assert capped_warmup(100, 0) == 0
+
+
+def test_trainer_runs_the_linear_schedule_with_the_capped_warmup(tiny):
+    """The learning rate of every step, as Trainer logs it: linear warmup from 0 over the capped
+    warmup, then linear decay to 0 (LLM-Adapters' schedule)."""
+    model, tok = tiny
+    m = copy.deepcopy(model)
+    for p in m.parameters():
+        p.requires_grad_(True)
+    lrs = {}
+    examples = [tokenize_example(dict(REC, output="x" * n), tok, 64, True, "clean") for n in range(1, 5)]
+    cfg = OmegaConf.structured(TrainConfig(max_steps=20, batch_size=2, micro_batch_size=2, warmup_steps=100,
+                                           log_every=1))
+    train(m, tok, examples, cfg, lr=1.0, seed=0, device=torch.device("cpu"), dtype=torch.float32,
+          method_cfg=FULL, on_log=lambda step, metrics: lrs.update({step: metrics.get("train/lr")}) if
+          "train/lr" in metrics else None)
+    # step k (1-based) ran at the rate set after k-1 scheduler steps; warmup 2 = a tenth of 20
+    assert lrs[1] == 0.0 and lrs[2] == pytest.approx(0.5) and lrs[3] == pytest.approx(1.0)
+    assert lrs[12] == pytest.approx(0.5) and lrs[20] == pytest.approx(1 / 18)
 
 
 @pytest.mark.parametrize("batch,micro", [(0, 1), (-4, 2), (4, 0), (6, 4)])
@@ -88,26 +82,25 @@ def test_impossible_batch_sizes_are_rejected(batch, micro):
 
 
 def _step_gradients(model, tok, micro: int, monkeypatch, **levers) -> list:
-    """Gradients of one optimizer step, captured where the loop clips them."""
+    """Gradients of one optimizer step, captured as the optimizer receives them."""
     m = copy.deepcopy(model)
     for p in m.parameters():
         p.requires_grad_(True)
     captured = []
-    real_clip = torch.nn.utils.clip_grad_norm_
+    real_step = torch.optim.AdamW.step
 
-    def capture(params, max_norm):
-        captured.extend(p.grad.detach().clone() for p in params)
-        return real_clip(params, max_norm)
+    def capture(opt, *args, **kwargs):  # the gradients the optimizer step is given
+        captured.extend(p.grad.detach().clone() for g in opt.param_groups for p in g["params"])
+        return real_step(opt, *args, **kwargs)
 
     recs = [dict(REC, output="x" * n) for n in (3, 30, 11, 60)]
     examples = [tokenize_example(r, tok, 256, True, "clean") for r in recs]
     cfg = OmegaConf.structured(TrainConfig(max_steps=1, batch_size=4, micro_batch_size=micro, warmup_steps=0,
                                            max_grad_norm=1e9, group_by_length=False, **levers))
     with monkeypatch.context() as mp:
-        mp.setattr(torch.nn.utils, "clip_grad_norm_", capture)
-        # warmup_steps=0 still warms up for one step (capped at a tenth, at least 1): step 0's lr is 0,
-        # but its gradient is computed and captured all the same
-        train(m, tok, examples, cfg, lr=1e-3, seed=0, device=torch.device("cpu"), dtype=torch.float32)
+        mp.setattr(torch.optim.AdamW, "step", capture)
+        train(m, tok, examples, cfg, lr=1e-3, seed=0, device=torch.device("cpu"), dtype=torch.float32,
+              method_cfg=FULL)
     return captured
 
 
@@ -122,14 +115,13 @@ def test_micro_batching_does_not_change_the_gradient(tiny, monkeypatch):
     assert any(float(g.abs().sum()) > 0 for g in whole)
 
 
-@pytest.mark.parametrize("levers", [{"packing": True}, {"max_tokens_per_batch": 200},
-                                    {"packing": True, "max_tokens_per_batch": 150}])
-def test_packing_and_token_budgets_do_not_change_the_gradient(tiny, monkeypatch, levers):
-    """One packed row with position ids restarting (transformers' block-diagonal mask), or forwards
-    cut by a token budget: the same gradient as padded rows (so the same loss), to float tolerance."""
+@pytest.mark.parametrize("micro", [1, 2, 4])
+def test_packing_does_not_change_the_gradient(tiny, monkeypatch, micro):
+    """One packed row per micro-batch with position ids restarting (transformers' block-diagonal
+    mask): the same gradient as padded rows (so the same loss), to float tolerance."""
     model, tok = tiny
-    padded = _step_gradients(model, tok, 2, monkeypatch)
-    other = _step_gradients(model, tok, 2, monkeypatch, **levers)
+    padded = _step_gradients(model, tok, 4, monkeypatch)
+    other = _step_gradients(model, tok, micro, monkeypatch, packing=True)
     assert len(padded) == len(other) > 0
     for a, b in zip(padded, other):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
@@ -151,7 +143,8 @@ def test_bf16_training_still_learns(tiny):
         model = methods.apply(model, cfg.method, methods.MethodContext(tok, "", torch.device("cpu"))).model
         before = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
         tcfg = OmegaConf.structured(TrainConfig(max_steps=12, batch_size=8, micro_batch_size=4, warmup_steps=1))
-        info = train(model, tok, examples, tcfg, lr=3e-3, seed=0, device=torch.device("cpu"), dtype=dtype)
+        info = train(model, tok, examples, tcfg, lr=3e-3, seed=0, device=torch.device("cpu"), dtype=dtype,
+                     method_cfg=cfg.method)
         drops[dtype] = info["losses"][0] - info["losses"][-1]
         assert info["precision"] == str(dtype).replace("torch.", "") and info["autocast"] == (dtype == torch.bfloat16)
         moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p.detach().float(), before[n])]

@@ -126,3 +126,43 @@ def suite(model, tok, cfg, device: torch.device) -> dict:
             "questions_per_second": round(questions / total, 3), "complete": complete,
             "target_seconds": TARGET_SUITE_SECONDS,
             "meets_target": (total <= TARGET_SUITE_SECONDS) if complete else None}
+
+
+def cloze_vs_lm_eval(model, tok, cfg, device: torch.device, per_set: int) -> dict:
+    """The harness's cloze scoring against lm-evaluation-harness's HFLM (its log-likelihood path,
+    the peer a user would reach for) on the same requests and weights: the first `per_set` items of
+    each commonsense set, every option one (context, continuation) request. Both are given the same
+    batch size; lm-eval sorts requests by length and caches shared contexts itself."""
+    from harness import cloze
+    requests, items = [], []
+    for name in cloze.SETS:
+        records, _ = tasks.load_test_set(tasks.all_test_sets()[name], cfg.cache_dir, cfg.eval.hellaswag)
+        for rec in records[:per_set]:
+            it = cloze.item(name, rec)
+            items.append(it)
+            requests += list(zip(it.contexts, it.continuations))
+    bs = cfg.eval.batch_size
+    model.eval()
+    sides = {}
+    cloze.loglikelihoods(model, tok, requests[:2], bs, device)  # untimed warm-up
+    ours, sec, peak = _timed(device, lambda: cloze.loglikelihoods(model, tok, requests, bs, device))
+    sides["harness"] = {"seconds": round(sec, 4), "requests_per_second": round(len(requests) / sec, 3), "peak_gib": peak}
+    try:
+        from lm_eval.api.instance import Instance
+        from lm_eval.models.huggingface import HFLM
+    except ImportError as exc:
+        return {"requests": len(requests), "items": len(items), "sides": sides,
+                "lm_eval": f"not measured: lm-evaluation-harness is not installed ({exc}); pip install 'peft-bench[bench]'"}
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=bs, device=str(device))
+    instances = [Instance(request_type="loglikelihood", doc={}, arguments=p, idx=i) for i, p in enumerate(requests)]
+    lm.loglikelihood(instances[:2], disable_tqdm=True)
+    theirs, sec, peak = _timed(device, lambda: lm.loglikelihood(instances, disable_tqdm=True))
+    sides["lm_eval_hflm"] = {"seconds": round(sec, 4), "requests_per_second": round(len(requests) / sec, 3),
+                             "peak_gib": peak}
+    mine = cloze.predictions(items, cloze.per_item(ours, items))
+    ref = cloze.predictions(items, cloze.per_item(theirs, items))
+    return {"requests": len(requests), "items": len(items), "batch_size": bs, "sides": sides,
+            "speedup_vs_lm_eval": round(sides["lm_eval_hflm"]["seconds"] / sides["harness"]["seconds"], 3),
+            "max_abs_loglik_difference": max(abs(a[0] - b[0]) for a, b in zip(ours, theirs)),
+            "same_choices": sum(m["pred_index"] == r["pred_index"] and m["pred_norm_index"] == r["pred_norm_index"]
+                                for m, r in zip(mine, ref))}

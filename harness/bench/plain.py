@@ -15,8 +15,7 @@ from contextlib import nullcontext
 import torch
 
 from harness import measure, methods
-from harness.batching import IGNORE
-from harness.train import schedule
+from harness.train import IGNORE, capped_warmup
 
 
 def pad_to_cutoff(example: dict, cutoff_len: int, pad_id: int) -> dict:
@@ -43,7 +42,8 @@ def train_plain(model, tok, examples: list[dict], cfg, steps: int, device: torch
     spec = methods.get(cfg.method.name)  # the method's own optimizer and per-step hook, as every loop uses
     opt = (spec.optimizer(model, cfg.method.lr, tcfg.weight_decay, cfg.method) if spec.optimizer else
            torch.optim.AdamW(params, lr=cfg.method.lr, weight_decay=tcfg.weight_decay, fused=False))
-    sched = schedule(opt, steps, tcfg.warmup_steps)[0]  # the same learning-rate trajectory as every row
+    from transformers import get_linear_schedule_with_warmup  # the same learning-rate trajectory as every row
+    sched = get_linear_schedule_with_warmup(opt, capped_warmup(steps, tcfg.warmup_steps), steps)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and dtype == torch.bfloat16
                 else nullcontext())
     model.train()

@@ -2,11 +2,12 @@
 
 - reference: `transformers.Trainer` with LLM-Adapters' finetune.py settings: examples tokenised
   without padding, `DataCollatorForSeq2Seq(padding=True, pad_to_multiple_of=8)` with left padding
-  (their tokenizer.padding_side), `group_by_length=False` (transformers 5: train_sampling_strategy="random"), AdamW (`adamw_torch`), linear warmup
-  and decay, fp16 on a GPU as they run it, fp32 on a CPU;
-- trainer_grouped: the same with `group_by_length=True` (and bf16 + fused AdamW on a GPU): the
-  tuned Trainer a careful user would run;
-- trl_padding_free: TRL's `SFTTrainer` with `padding_free=True` (every micro-batch one packed row,
+  (their tokenizer.padding_side), `group_by_length=False` (transformers 5:
+  train_sampling_strategy="random"), AdamW (`adamw_torch`), linear warmup and decay, fp16 on a GPU
+  as they run it, fp32 on a CPU;
+- trainer_tuned: the same with every flag a careful user sets on this hardware: length grouping,
+  bf16 autocast where it is fast (GPUs; CPUs with AMX or AVX512-BF16), fused AdamW on a GPU;
+- trl_padding_free: TRL's `SFTTrainer` with `padding_free=True` and the tuned flags (every micro-batch one packed row,
   position ids restarting per example; transformers turns those into a block-diagonal mask for
   sdpa/eager, flash-attention's varlen kernels on a GPU, so examples do not attend to each other).
 
@@ -67,6 +68,7 @@ def _dataset(examples: list[dict], completion_mask: bool = False) -> Dataset:
 
 
 def _arguments(cls, cfg, steps: int, warmup: int, device: torch.device, tuned: bool, out: str, **extra):
+    from harness.models import fast_bf16
     t = cfg.train
     gpu = device.type == "cuda"
     return cls(output_dir=out, per_device_train_batch_size=t.micro_batch_size,
@@ -74,8 +76,8 @@ def _arguments(cls, cfg, steps: int, warmup: int, device: torch.device, tuned: b
                learning_rate=cfg.method.lr, warmup_steps=warmup, lr_scheduler_type="linear",
                weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
                optim="adamw_torch_fused" if gpu and tuned else "adamw_torch",
-               fp16=gpu and not tuned, bf16=gpu and tuned, logging_steps=1, save_strategy="no", report_to="none",
-               disable_tqdm=True, seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
+               fp16=gpu and not tuned, bf16=tuned and fast_bf16(device), logging_steps=1, save_strategy="no",
+               report_to="none", disable_tqdm=True, seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
                use_cpu=not gpu, **extra)
 
 
@@ -105,7 +107,7 @@ def _result(trainer, clock: StepClock) -> dict:
 
 
 def trainer_loop(model, tok, examples, cfg, steps, device, warmup, tuned: bool = False) -> dict:
-    """transformers.Trainer as LLM-Adapters runs it (tuned: group_by_length, and bf16 + fused AdamW on a GPU)."""
+    """transformers.Trainer as LLM-Adapters runs it (tuned: group_by_length, bf16 where fast, fused AdamW on a GPU)."""
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
     tok.padding_side = "left"  # LLM-Adapters' finetune.py sets it (for batched inference), and trains so
     collator = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt", padding=True)
