@@ -25,7 +25,7 @@ log = logging.getLogger("harness.forgetting")
 
 def metric(name: str) -> str:
     """The set's standard lm-eval metric: acc_norm where the task reports it, else acc."""
-    return "acc_norm" if name in cloze.HAS_ACC_NORM else "acc"
+    return cloze.standard_metric(name)
 
 
 def suite(fcfg) -> list[tasks.TestSet]:
@@ -71,16 +71,18 @@ def base_scores(model, tok, fcfg, style, device, cache_dir, key: dict) -> tuple[
 
 def summarise(before: dict, after: dict) -> dict:
     """Per set and on average: before, after, and the forgetting (before - after, points) with a
-    95% paired bootstrap interval over the items."""
-    per_set, diffs = {}, []
+    95% paired bootstrap interval over the items (harness.stats.bootstrap; one run is one seed).
+    Each set keeps its per-item paired differences (`item_diffs`, before - after: -1, 0 or 1), so
+    the report can pool seeds item by item (harness.report.retention), not average their intervals."""
+    per_set, diffs = {}, {}
     for name in before:
-        d = [100.0 * (b - a) for b, a in zip(before[name]["items"], after[name]["items"])]
-        diffs.append(d)
-        ci = stats.paired_bootstrap([d])
+        diffs[name] = [int(b) - int(a) for b, a in zip(before[name]["items"], after[name]["items"])]
+        ci = stats.bootstrap([stats.Scores.of((0,), [[100.0 * d for d in diffs[name]]])])
         per_set[name] = {"metric": before[name]["metric"], "before": before[name]["accuracy"],
                          "after": after[name]["accuracy"], "forgetting": ci["mean"], "ci95": [ci["low"], ci["high"]],
-                         "items": len(d)}
-    avg = stats.paired_bootstrap(diffs)
+                         "items": len(diffs[name]), "item_diffs": diffs[name]}
+    avg = stats.bootstrap([stats.Scores.of((0,), [[100.0 * d for d in v] for v in diffs.values()])])
     return {"sets": per_set, "forgetting_avg": avg["mean"], "forgetting_avg_ci95": [avg["low"], avg["high"]],
-            "scoring": "cloze (lm-eval style, zero-shot)", "items_per_set": min((len(d) for d in diffs), default=0),
+            "scoring": "cloze (lm-eval style, zero-shot)",
+            "items_per_set": min((len(d) for d in diffs.values()), default=0),
             "unit": "accuracy points, before - after (positive: forgotten); interval: paired bootstrap over items"}

@@ -6,17 +6,25 @@ decoding, plus a `variant` label naming any other config key that differs betwee
 key (e.g. `method.lr=0.0001`), so two learning rates are never averaged together. Within a group
 the runs differ only by seed: values are the mean and the sample standard deviation (n-1), by a
 pandas groupby (`by_group`, which the regression gate uses too).
+
+What a set's score and an average mean depends on the scoring, decided here once: generated and
+label-scored answers are scored by accuracy; cloze-scored sets by their standard lm-eval metric
+(harness.cloze.standard_metric: acc_norm where lm-eval reports it), and a cloze average leaves out
+the sets whose prompt lost what lm-eval's uses (harness.cloze.NOT_AVERAGED: BoolQ), which are
+still shown.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import pandas as pd
 
-from harness import tasks
+from harness import cloze, tasks
 from harness.config import NON_SEMANTIC_KEYS
 from harness.record import Corrupt
+from harness.report import retention
 
 KEY = ("model", "method", "task", "train_set", "scoring", "eval_limit", "decoding")
 GROUP_KEY = KEY + ("variant",)
@@ -33,6 +41,30 @@ def all_families() -> list:
 def family_of(task: str):
     """The declared task family, or None for a task this checkout does not know."""
     return {f.name: f for f in all_families()}.get(task)
+
+
+def metric_of(scoring: str, name: str) -> str:
+    """What a set's score is under `scoring`: acc, or for cloze its standard lm-eval metric."""
+    return cloze.standard_metric(name) if scoring == "cloze" else "acc"
+
+
+def not_averaged(scoring: str) -> dict:
+    """{set: why} of the sets an average under `scoring` leaves out (shown, not averaged)."""
+    return dict(cloze.NOT_AVERAGED) if scoring == "cloze" else {}
+
+
+def averaged_family(family, scoring: str):
+    """The family as its averages see it under `scoring`: without the sets `not_averaged` names."""
+    drop = not_averaged(scoring)
+    if family is None or not drop:
+        return family
+    return dataclasses.replace(family, paper_average=tuple(s for s in family.paper_average if s not in drop),
+                               test_sets={k: v for k, v in family.test_sets.items() if k not in drop})
+
+
+def scores_of(scoring: str, acc: dict, acc_norm: dict) -> dict:
+    """Each set's score under `scoring` (metric_of), from a record's acc and acc_norm."""
+    return {s: acc_norm.get(s) if metric_of(scoring, s) == "acc_norm" else v for s, v in acc.items()}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -82,6 +114,7 @@ def flatten(rec: dict) -> dict:
     decoding = first.get("decoding") if ev else None
     scoring = {"loglik": "label"}.get(first.get("scoring") or ecfg.get("scoring"),  # older records' name
                                       first.get("scoring") or ecfg.get("scoring")) or "generate"
+    score = scores_of(scoring, acc, acc_norm)
     if not decoding and scoring == "generate":
         beams = ecfg.get("num_beams")
         decoding = None if beams is None else ("greedy" if beams == 1 else f"beam{beams}")
@@ -98,8 +131,10 @@ def flatten(rec: dict) -> dict:
         "decoding": decoding or "-",
         "config": dotted(cfg),
         "acc": acc, "acc_norm": acc_norm, "items": items, "overlap": overlap, "approximate": approx,
+        "score": score,
         "losses": (rec.get("train_info") or {}).get("losses"),
-        **tasks.averages(family, acc, overlap),
+        **tasks.averages(averaged_family(family, scoring), {s: v for s, v in score.items() if v is not None},
+                         overlap),
         "parse_failure_rate": _mean([v.get("parse_failure_rate") for v in ev.values() if isinstance(v, dict)]),
         # the evaluation pass's questions/s (records before it had per-set figures: their mean)
         "eval_qps": (rec.get("eval_info") or {}).get("questions_per_second")
@@ -109,8 +144,7 @@ def flatten(rec: dict) -> dict:
         "mem_train_gib": mem_train, "mem_eval_gib": mem_eval, "mem_kind": kind_train or kind_eval,
         "tokens_per_second": throughput.get("tokens_per_second"),
         "forgetting_avg": (rec.get("forgetting") or {}).get("forgetting_avg"),
-        "forgetting_low": ((rec.get("forgetting") or {}).get("forgetting_avg_ci95") or [None, None])[0],
-        "forgetting_high": ((rec.get("forgetting") or {}).get("forgetting_avg_ci95") or [None, None])[1],
+        "forgetting": rec.get("forgetting"),  # per-item differences: pooled over seeds by report.retention
         "device": device_identity(meta), "device_name": meta.get("device_name"),
         "device_type": meta.get("device_type"),
     }
@@ -163,8 +197,7 @@ def assign_variants(rows: list[dict]) -> list[dict]:
 
 # what a group holds as (mean, std) over its seeds, besides the accuracy of each test set
 FIELDS = ("avg_paper", "avg_all", "avg_excluding_overlap", "parse_failure_rate", "eval_qps", "trainable",
-          "total_params", "trainable_pct", "mem_train_gib", "mem_eval_gib", "tokens_per_second", "forgetting_avg",
-          "forgetting_low", "forgetting_high")
+          "total_params", "trainable_pct", "mem_train_gib", "mem_eval_gib", "tokens_per_second", "forgetting_avg")
 
 
 def _value(v) -> float | None:
@@ -172,8 +205,8 @@ def _value(v) -> float | None:
     return None if pd.isna(v) else float(v)
 
 
-# per-set values a group holds as {set: (mean, std)}: accuracy, and cloze scoring's acc_norm
-PER_SET = ("acc", "acc_norm")
+# per-set values a group holds as {set: (mean, std)}: accuracy, cloze scoring's acc_norm, the score
+PER_SET = ("acc", "acc_norm", "score")
 
 
 def by_group(rows: list[dict], keys: tuple, fields: tuple = FIELDS) -> list[tuple[list[dict], dict]]:
@@ -212,10 +245,12 @@ def aggregate(rows: list[dict], extra_key: tuple = ()) -> list[dict]:
         g["n"] = len(members)
         g["seeds"] = [m["seed"] for m in members]
         g["run_ids"] = [m["run_id"] for m in members]
-        g["acc"], g["acc_norm"] = stats["acc"], stats["acc_norm"]
+        g["acc"], g["acc_norm"], g["score"] = stats["acc"], stats["acc_norm"], stats["score"]
         g["overlap"] = set().union(*(m["overlap"] for m in members))
         g["approximate"] = set().union(*(m["approximate"] for m in members))
         g.update({f: stats[f] for f in FIELDS})
+        # seeds pooled item by item, not their intervals averaged
+        g["forgetting_ci"] = retention.across_seeds([m["forgetting"] for m in members], g["seeds"])
         g["mem_kind"] = " / ".join(sorted({m["mem_kind"] for m in members if m["mem_kind"]})) or None
         lrs = {m["config"].get("method.lr") for m in members} - {None}
         g["lr"] = float(next(iter(lrs))) if len(lrs) == 1 else None  # one learning rate per group (variants split)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness.record import load_records, runs_dir
 from harness import selection
-from harness.report import aggregate, plots, render, significance, tables, tuning
+from harness.report import accuracy, aggregate, plots, render, significance, tables, tuning
 from harness.report.load import load_published
 
 PLOTS = ("acc_vs_vram.png", "acc_vs_params.png")
@@ -74,7 +74,7 @@ def build(records: list[dict], corrupt: list, published=None, source_label: str 
         # one table per scoring (generate first: the published rows sit there)
         scorings = ["generate"] + sorted({g["scoring"] for g in groups if g["task"] == fam.name} - {"generate"})
         for scoring in scorings:
-            t = tables.accuracy_table(fam, groups, published, paper_train_set(fam.name), scoring)
+            t = accuracy.accuracy_table(fam, groups, published, paper_train_set(fam.name), scoring)
             report.accuracy.append(t)
             stem = f"accuracy_{fam.name}" + ("" if scoring == "generate" else f"_{scoring}")
             report.files.update({f"{stem}.md": render.markdown(t, empty="_no runs_"),

@@ -43,7 +43,8 @@ def csv_text(table: Table) -> str:
 
 # after escaping (so the '$' and '\' they bring are never escaped): symbols the tables use that a
 # default LaTeX font setup would drop or choke on
-_SYMBOLS = str.maketrans({"±": r"$\pm$", "†": r"$^\dagger$", "≈": r"$\approx$", "–": "--", "…": r"\ldots{}"})
+_SYMBOLS = str.maketrans({"±": r"$\pm$", "†": r"$^\dagger$", "≈": r"$\approx$", "–": "--", "…": r"\ldots{}",
+                          "<": r"$<$", "¹": r"$^1$"})  # '<' in text mode prints '¡' in LaTeX's default fonts
 _NUMERIC = re.compile(r"^[\d.,\s±†≈–KMB-]*$")
 
 
