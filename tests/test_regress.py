@@ -70,6 +70,53 @@ def test_the_threshold_is_the_binomial_standard_error():
     assert accuracy_threshold(25, 0, 25, 4, z=3, floor=1.5) == 1.5  # unknown item count: the floor
 
 
+def with_items(record: Path, predictions: Path, items: list[int], gsm8k: list[int] | None = None) -> None:
+    """Every set of the record answered item by item as `items` (gsm8k as `gsm8k` when given): written
+    as predictions under `predictions`, the record's accuracy and item count set from them."""
+    rec = json.loads(record.read_text())
+    for s, m in rec["eval"].items():
+        answers = gsm8k if s == "gsm8k" and gsm8k is not None else items
+        m.update(n=len(answers), correct=sum(answers), accuracy=100.0 * sum(answers) / len(answers))
+        path = predictions / rec["run_id"] / f"{s}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({"index": i, "correct": bool(c)}) + "\n" for i, c in enumerate(answers)))
+    record.write_text(json.dumps(rec))
+
+
+def paired_dirs(dirs, current_gsm8k: list[int]) -> tuple[Path, Path]:
+    """Baseline: 60 of 100 items right on every set; current: the same but `current_gsm8k` on gsm8k."""
+    baseline, current = dirs
+    base_items = [1] * 60 + [0] * 40
+    with_items(baseline / LORA_ARITH, baseline.parent / "predictions", base_items)
+    with_items(current / "runs" / LORA_ARITH, current / "predictions", base_items, gsm8k=current_gsm8k)
+    return baseline, current
+
+
+def test_the_paired_test_catches_a_drop_the_unpaired_one_misses(dirs, capsys):
+    # 10 of 100 items lost, none gained: -10 points; as two independent proportions that is within
+    # 3 standard errors (21 points), on the same items it is 10 losses out of 10 changes (p = 0.002)
+    baseline, current = paired_dirs(dirs, [1] * 50 + [0] * 50)
+    assert accuracy_threshold(60, 100, 50, 100, z=3, floor=0) > 20
+    code, out, _ = gate(baseline, current, capsys)
+    assert code == 1 and result_of(out, "lora", "arithmetic", "acc gsm8k") == "FAIL"
+    assert "paired: 10 lost, 0 gained" in out and result_of(out, "lora", "arithmetic", "acc svamp") == "PASS"
+    assert gate(baseline, current, capsys, "--acc-drop", "10")[0] == 0  # the floor still applies
+    shutil.rmtree(current / "predictions")  # no per-item predictions: the unpaired test stands in, and says so
+    code, out, _ = gate(baseline, current, capsys)
+    assert code == 0 and "unpaired (no per-item predictions" in out
+
+
+def test_items_that_change_both_ways_are_not_a_regression(dirs, capsys):
+    # 12 items lost and 8 gained (-4 points): what a nondeterministic GPU run does, not a broken change
+    changed = [1] * 48 + [0] * 12 + [1] * 8 + [0] * 32
+    baseline, current = paired_dirs(dirs, changed)
+    code, out, _ = gate(baseline, current, capsys)
+    assert code == 0 and "paired: 12 lost, 8 gained" in out and "-4.00 pts" in out
+    baseline, current = paired_dirs(dirs, [1] * 60 + [0] * 40)  # the same items right: nothing discordant
+    code, out, _ = gate(baseline, current, capsys)
+    assert code == 0 and "paired: 0 lost, 0 gained, exact McNemar p=1" in out
+
+
 def test_identical_results_pass(dirs, capsys):
     code, out, _ = gate(*dirs, capsys)
     assert code == 0

@@ -49,7 +49,8 @@ def parse_args(argv):
     p.add_argument("--workdir", default="results/regress", help="where fresh sweeps go: <workdir>/<code id>/")
     p.add_argument("--cache-dir", default="results/cache", help="model and data cache shared by the sweeps")
     p.add_argument("--z", type=_non_negative, default=3.0,
-                   help="accuracy: standard errors of the difference a drop may reach (default 3)")
+                   help="accuracy: standard errors a drop may reach (default 3); the paired test uses the "
+                        "two-sided level they stand for, 2*(1-Phi(z)): 0.27%% for 3")
     p.add_argument("--acc-drop", type=_non_negative, default=0.0,
                    help="accuracy: a drop never fails below this many points (default 0)")
     p.add_argument("--loss-rtol", type=_non_negative, default=1e-3,

@@ -4,13 +4,21 @@ Runs are matched by (model, method, task, training set, scoring, eval limit, dec
 match that differ by seed are averaged on each side. Only status-ok runs are compared.
 
 Tolerances follow what a number can tell:
-- accuracy, per test set and pooled over the sets of a match: a drop fails when it exceeds
-  z standard errors of the difference of two binomial proportions,
-  SE = sqrt(p_b (1 - p_b) / n_b + p_c (1 - p_c) / n_c), n the items evaluated (and never less
-  than --acc-drop points). On 4 items a set needs a ~60-point drop to fail, on 1,000 items about
-  4 points: a fixed point count would be either blind on big sets or noise on small ones. z=3 keeps
-  false alarms below ~0.2% per comparison when nothing changed, and deterministic CPU runs of
-  unchanged code reproduce their items exactly.
+- accuracy, per test set and pooled over the sets of a match. Both sides answered the same items,
+  so the test is paired: per item (and seed, matched by seed value), right in the baseline and
+  wrong now ('lost') or the reverse ('gained'); an exact McNemar test (statsmodels) on those
+  discordant items. A drop fails when more items were lost than gained, the two-sided p is below
+  the level z standard errors stand for (2 * (1 - Phi(z)): 0.27% for z=3, so false alarms stay
+  below ~0.3% per comparison when nothing changed) and the drop exceeds --acc-drop points.
+  Deterministic CPU runs of unchanged code reproduce their items exactly: nothing discordant,
+  p = 1. Items that flip both ways (a GPU's nondeterminism) cancel; a few items all lost do not:
+  10 of 100 items lost and none gained fails (p = 0.002), where comparing the two accuracies as
+  independent proportions needs a 21-point drop on 100 items. Seeds are pooled as (seed, item)
+  pairs: under "nothing changed" every discordant pair is a coin flip whichever seed it is on.
+  Without per-item predictions on both sides (a W&B baseline, records copied without them, seeds
+  that do not match) the unpaired test stands in, and the row says so: a drop fails beyond z
+  standard errors of the difference of two binomial proportions,
+  SE = sqrt(p_b (1 - p_b) / n_b + p_c (1 - p_c) / n_c), n the items evaluated.
 - training loss, step by step, per seed: fails when any step differs by more than --loss-rtol
   (relative) on the same kind of device; the same code reproduces it to ~1e-6 on a CPU, while a
   change to the objective, data order, optimizer or schedule moves it far more.
@@ -20,10 +28,14 @@ Tolerances follow what a number can tell:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
+from scipy.stats import norm
 
+from harness import stats
 from harness.report.aggregate import KEY, by_group, family_of
+from harness.report.significance import item_outcomes
 
 EPS = 1e-9  # a change exactly at the tolerance passes
 
@@ -33,13 +45,13 @@ def summarise(rows: list[dict]) -> dict[tuple, dict]:
     devices, and the runs that did not finish ok."""
     out: dict[tuple, dict] = {}
     ok = [r for r in rows if r["status"] == "ok"]
-    for members, stats in by_group(ok, KEY, ("mem_train_gib", "tokens_per_second")):
+    for members, values in by_group(ok, KEY, ("mem_train_gib", "tokens_per_second")):
         out[tuple(members[0][k] for k in KEY)] = {
             "ok": members, "not_ok": [], "n": len(members),
-            "acc": {s: mean for s, (mean, _) in stats["acc"].items()},
-            "items": {s: min(m["items"].get(s, 0) for m in members) for s in stats["acc"]},
+            "acc": {s: mean for s, (mean, _) in values["acc"].items()},
+            "items": {s: min(m["items"].get(s, 0) for m in members) for s in values["acc"]},
             "losses": {m["seed"]: m["losses"] for m in members if m.get("losses")},
-            "mem": stats["mem_train_gib"][0], "tps": stats["tokens_per_second"][0],
+            "mem": values["mem_train_gib"][0], "tps": values["tokens_per_second"][0],
             "mem_kind": {r["mem_kind"] for r in members if r["mem_train_gib"] is not None},
             "devices": {r["device"] for r in members}, "device_types": {r.get("device_type") for r in members}}
     for r in rows:
@@ -57,8 +69,36 @@ def _set_order(task: str, sets) -> list[str]:
     return [s for s in known if s in sets] + sorted(s for s in sets if s not in known)
 
 
+def predictions_dir(row: dict) -> Path | None:
+    """Where a record's per-item predictions are: <results>/predictions beside <results>/runs (as
+    harness.runner writes them and baselines keep them)."""
+    return Path(row["path"]).parent.parent / "predictions" if row.get("path") else None
+
+
+def _outcomes(member: dict, sets: list[str]) -> dict | None:
+    where = predictions_dir(member)
+    return None if where is None else item_outcomes(where, member, sets, standard=False)
+
+
+def paired_items(base: list[dict], cur: list[dict], sets: list[str]) -> dict | None:
+    """{set: (baseline 0/1 per item, current 0/1 per item)}, seeds matched by value and concatenated;
+    None unless both sides ran the same seeds and every run's predictions cover the same items."""
+    b_seeds, c_seeds = {str(m["seed"]): m for m in base}, {str(m["seed"]): m for m in cur}
+    if set(b_seeds) != set(c_seeds) or len(b_seeds) != len(base) or len(c_seeds) != len(cur):
+        return None
+    out = {s: ([], []) for s in sets}
+    for seed, b_run in b_seeds.items():
+        b_items, c_items = _outcomes(b_run, sets), _outcomes(c_seeds[seed], sets)
+        if b_items is None or c_items is None or any(len(b_items[s]) != len(c_items[s]) for s in sets):
+            return None
+        for s in sets:
+            out[s][0].extend(b_items[s])
+            out[s][1].extend(c_items[s])
+    return out
+
+
 def accuracy_threshold(p_b: float, n_b: int, p_c: float, n_c: int, z: float, floor: float) -> float:
-    """The drop (points) beyond which an accuracy change is more than sampling noise."""
+    """The unpaired test's drop (points) beyond which an accuracy change is more than sampling noise."""
     if not n_b or not n_c:  # item counts unknown (an old W&B summary): the floor alone
         return floor
     p_b, p_c = p_b / 100, p_c / 100
@@ -91,11 +131,13 @@ def compare(baseline: list[dict], current: list[dict], z: float = 3.0, acc_drop:
         for s in order:
             if s not in c["acc"]:
                 row(key, f"acc {s}", b["acc"][s], result="MISSING", note="set not evaluated in current")
+        pairs = paired_items(b["ok"], c["ok"], common)
         for s in common:
             _acc_row(row, key, f"acc {s}", (b["acc"][s], b["items"].get(s, 0)), (c["acc"][s], c["items"].get(s, 0)),
-                     z, acc_drop, note=f"{c['items'].get(s) or '?'} items")
+                     z, acc_drop, pairs[s] if pairs else None, note=f"{c['items'].get(s) or '?'} items")
         if len(common) > 1:
-            _acc_row(row, key, "acc pooled", _pooled(b, common), _pooled(c, common), z, acc_drop,
+            pooled = tuple([x for s in common for x in pairs[s][side]] for side in (0, 1)) if pairs else None
+            _acc_row(row, key, "acc pooled", _pooled(b, common), _pooled(c, common), z, acc_drop, pooled,
                      note=f"{len(common)} sets, items-weighted")
         _loss_row(row, key, b, c, loss_rtol)
         _cost_rows(row, key, b, c, vram_growth, tps_drop)
@@ -113,12 +155,21 @@ def _pooled(side: dict, sets: list[str]) -> tuple[float, int]:
     return sum(side["acc"][s] * n for s, n in zip(sets, items)) / sum(items), sum(items)
 
 
-def _acc_row(row, key, metric, b, c, z, floor, note=""):
+def _acc_row(row, key, metric, b, c, z, floor, pair=None, note=""):
+    """One accuracy comparison: paired on items when `pair` holds both sides' per-item outcomes."""
     (p_b, n_b), (p_c, n_c) = b, c
-    limit = accuracy_threshold(p_b, n_b, p_c, n_c, z, floor)
     change = p_c - p_b
-    row(key, metric, round(p_b, 4), round(p_c, 4), f"{change:+.2f} pts", f"-{limit:.2f} pts",
-        "FAIL" if -change > limit + EPS else "PASS", note)
+    if pair is None:
+        limit = accuracy_threshold(p_b, n_b, p_c, n_c, z, floor)
+        row(key, metric, round(p_b, 4), round(p_c, 4), f"{change:+.2f} pts", f"-{limit:.2f} pts",
+            "FAIL" if -change > limit + EPS else "PASS", f"{note}; unpaired (no per-item predictions on both sides)")
+        return
+    test = stats.mcnemar_exact(pair[0], pair[1])  # only_a: right in the baseline only (lost)
+    alpha = 2 * float(norm.sf(z))
+    fails = test["only_a"] > test["only_b"] and test["p"] < alpha and -change > floor + EPS
+    limit = f"p < {alpha:.2g}" + (f", -{floor:g} pts" if floor else "")
+    row(key, metric, round(p_b, 4), round(p_c, 4), f"{change:+.2f} pts", limit, "FAIL" if fails else "PASS",
+        f"{note}; paired: {test['only_a']} lost, {test['only_b']} gained, exact McNemar p={test['p']:.2g}")
 
 
 def _loss_row(row, key, b, c, loss_rtol):
