@@ -227,33 +227,12 @@ def run_evaluations(s: Settings) -> tuple[dict | None, dict | None, dict | None]
     return comparison, suite, cloze_cmp
 
 
-def run(s: Settings) -> int:
-    started = datetime.now(timezone.utc)
-    stem = report.output_stem(s.out, s.device, s.model, started)
-    rows = []
-    for name, cfg in s.configs.items():
-        say(f"{name}: {', '.join(s.baselines)}, harness and its levers ({', '.join(s.levers) or 'none'}), "
-            f"{s.steps} optimizer steps each")
-        row = training.compare_method(cfg, s.train_records, s.steps, s.levers, s.baselines)
-        rows.append(row)
-        for loop, r in row["rows"].items():
-            if r["status"] == "ok":
-                say(f"{name} {loop}: {r['tokens_per_second'] or 0:,.0f} tok/s ({r.get('speedup') or 0:.2f}x the "
-                    f"reference), peak {r['peak_gib']} GiB, mean loss {r['loss_mean']}")
-            else:
-                say(f"{name} {loop}: {r['status']} {r.get('error') or r.get('why')}")
-    eval_error = None
-    try:
-        comparison, suite, cloze_cmp = run_evaluations(s)
-    except HarnessError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - keep the training rows: write what was measured
-        comparison = suite = cloze_cmp = None
-        eval_error = f"{type(exc).__name__}: {exc}"[:1000]
-        say(f"evaluation FAILED: {eval_error}")
+def document(s: Settings, started: datetime, rows: list[dict], evaluations: dict, complete: bool) -> dict:
+    """The bench's JSON document; written after every method (complete=false) so that a bench cut
+    short keeps what it measured, and once more at the end."""
     resolved = OmegaConf.to_container(s.base, resolve=True)
-    doc = {
-        "kind": "peft-bench/bench", "schema": 1, "started": started.isoformat(),
+    return {
+        "kind": "peft-bench/bench", "schema": 1, "started": started.isoformat(), "complete": complete,
         "finished": datetime.now(timezone.utc).isoformat(),
         "config": {"model": s.model, "device": s.device.type, "methods": list(s.configs), "steps": s.steps,
                    "untimed_first_steps": 1, "baselines": s.baselines, "levers": s.levers,
@@ -268,14 +247,41 @@ def run(s: Settings) -> int:
                     "train_memory_ratio_max": training.TARGET_MEMORY_RATIO,
                     "train_speedup_vs_tuned_min": training.TARGET_TUNED_SPEEDUP,
                     "suite_seconds_max": evaluation.TARGET_SUITE_SECONDS},
-        "training": rows, "skipped": s.skipped, "evaluation": comparison, "suite": suite, "cloze": cloze_cmp,
-        "evaluation_error": eval_error,
+        "training": rows, "skipped": s.skipped, **evaluations,
     }
+
+
+def run(s: Settings) -> int:
+    started = datetime.now(timezone.utc)
+    stem = report.output_stem(s.out, s.device, s.model, started)
+    rows: list[dict] = []
+    nothing = {"evaluation": None, "suite": None, "cloze": None, "evaluation_error": None}
+    for name, cfg in s.configs.items():
+        say(f"{name}: {', '.join(s.baselines)}, harness and its levers ({', '.join(s.levers) or 'none'}), "
+            f"{s.steps} optimizer steps each")
+        row = training.compare_method(cfg, s.train_records, s.steps, s.levers, s.baselines)
+        rows.append(row)
+        for loop, r in row["rows"].items():
+            if r["status"] == "ok":
+                say(f"{name} {loop}: {r['tokens_per_second'] or 0:,.0f} tok/s ({r.get('speedup') or 0:.2f}x the "
+                    f"reference), peak {r['peak_gib']} GiB, mean loss {r['loss_mean']}")
+            else:
+                say(f"{name} {loop}: {r['status']} {r.get('error') or r.get('why')}")
+        report.write(document(s, started, rows, nothing, complete=False), stem)
+    evaluations = dict(nothing)
+    try:
+        evaluations["evaluation"], evaluations["suite"], evaluations["cloze"] = run_evaluations(s)
+    except HarnessError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - keep the training rows: write what was measured
+        evaluations["evaluation_error"] = f"{type(exc).__name__}: {exc}"[:1000]
+        say(f"evaluation FAILED: {evaluations['evaluation_error']}")
+    doc = document(s, started, rows, evaluations, complete=True)
     json_path, md_path = report.write(doc, stem)
     print(report.markdown(doc))
     say(f"wrote {json_path} and {md_path}")
     failed = [r for row in rows for r in row["rows"].values() if r["status"] == "failed"]
-    return 0 if not failed and not eval_error else 1
+    return 0 if not failed and not evaluations["evaluation_error"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,6 +115,9 @@ def markdown(doc: dict) -> str:
              f"Trainer's, at ≤ {TARGET_MEMORY_RATIO:g}× the peak memory of either; met by {', '.join(met) or 'no method'} of "
              f"{len(doc['training'])}. A row whose mean loss over the steps differs from the reference's by more than "
              f"3% is flagged (a different objective, or losses averaged differently over a step's micro-batches)."]
+    if not doc.get("complete", True):
+        lines += ["", f"**Partial**: the bench stopped after {len(doc['training'])} of {len(c['methods'])} methods "
+                      f"(this file was written after each method); no evaluation comparison."]
     lines += [""] + training_table(doc["training"])
     for s in doc["skipped"]:
         lines.append(f"\nSkipped {s['method']}: {s['reason']}")

@@ -99,6 +99,13 @@ def method_hooks(model, cfg):
     return optimizer, callbacks
 
 
+def _quiet(trainer):
+    """Trainer prints its log dicts on stdout when tqdm is off: the bench's own lines say more."""
+    from transformers import PrinterCallback
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def _result(trainer, clock: StepClock) -> dict:
     clock.handle.remove()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -117,8 +124,8 @@ def trainer_loop(model, tok, examples, cfg, steps, device, warmup, tuned: bool =
         args = _arguments(TrainingArguments, cfg, steps, warmup, device, tuned, out, remove_unused_columns=False,
                           train_sampling_strategy="group_by_length" if tuned else "random")
         optimizer, hooks = method_hooks(model, cfg)
-        trainer = Trainer(model=model, args=args, train_dataset=_dataset(examples), data_collator=collator,
-                          callbacks=[clock.callback(), *hooks], optimizers=(optimizer, None))
+        trainer = _quiet(Trainer(model=model, args=args, train_dataset=_dataset(examples), data_collator=collator,
+                                 callbacks=[clock.callback(), *hooks], optimizers=(optimizer, None)))
         trainer.train()
     return _result(trainer, clock)
 
@@ -132,8 +139,8 @@ def trl_loop(model, tok, examples, cfg, steps, device, warmup) -> dict:
         args = _arguments(SFTConfig, cfg, steps, warmup, device, True, out, padding_free=True, packing=False,
                           max_length=None, completion_only_loss=not train_on_inputs, dataset_num_proc=None)
         optimizer, hooks = method_hooks(model, cfg)
-        trainer = SFTTrainer(model=model, args=args, processing_class=tok,
-                             train_dataset=_dataset(examples, completion_mask=not train_on_inputs),
-                             callbacks=[clock.callback(), *hooks], optimizers=(optimizer, None))
+        trainer = _quiet(SFTTrainer(model=model, args=args, processing_class=tok,
+                                    train_dataset=_dataset(examples, completion_mask=not train_on_inputs),
+                                    callbacks=[clock.callback(), *hooks], optimizers=(optimizer, None)))
         trainer.train()
     return _result(trainer, clock)
