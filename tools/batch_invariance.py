@@ -34,6 +34,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--items", type=int, default=24)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--scorings", default=",".join(SCORINGS), help="comma-separated (default: all)")
     p.add_argument("--out")
     a = p.parse_args(argv)
     cfg = compose(["method=none", *a.overrides])
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> int:
     known = tasks.all_test_sets()
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "precision": a.precision, "items_per_set": a.items, "batch_size": a.batch_size, "scorings": {}}
-    for scoring, names in SCORINGS.items():
+    for scoring, names in ((k, SCORINGS[k]) for k in a.scorings.split(",")):
         sets = [(known[n], tasks.load_test_set(known[n], cfg.cache_dir, "approx")[0][:a.items]) for n in names]
         run = (lambda s, bs: answers(evaluate.evaluate_sets(model, tok, s, scoring, a.max_new_tokens, bs, 1, "paper",
                                                                device)[1]))

@@ -56,6 +56,15 @@ step() {
   $PY -c "import lm_eval; print('lm_eval', lm_eval.__version__)"
 } > "$OUT/env.txt" 2>&1; cat "$OUT/env.txt"
 
+# a second, short call (PLAN=short): what the first could not finish
+if [ "${PLAN:-}" = short ]; then
+  step bench-mb16 150 $PY -m harness.bench "${MODEL_ARGS[@]}" --methods lora,full --steps 6 train.micro_batch_size=16 \
+    --baselines reference,trainer_tuned --levers packing --eval-questions 0 --cloze-items 16 eval.batch_size=64 \
+    --out "$WORK/bench"
+  step invariance 60 $PY tools/batch_invariance.py "${MODEL_ARGS[@]}" --items 24 --scorings label,cloze \
+    --out "$WORK/batch_invariance.json"
+  exit 0
+fi
 # 1. does bf16 evaluation depend on the batch on CUDA? (first: it decides what the numbers mean; it also
 #    converts the GGUF model once for every later step)
 step invariance 90 $PY tools/batch_invariance.py "${MODEL_ARGS[@]}" --items $((LIMIT < 24 ? LIMIT : 24)) \

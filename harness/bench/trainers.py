@@ -77,6 +77,8 @@ def _arguments(cls, cfg, steps: int, warmup: int, device: torch.device, tuned: b
                weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
                optim="adamw_torch_fused" if gpu and tuned else "adamw_torch",
                fp16=gpu and not tuned, bf16=tuned and fast_bf16(device), logging_steps=1, save_strategy="no",
+               # a NaN loss must show as NaN (Trainer's default filter logs 0.0-like averages instead)
+               logging_nan_inf_filter=False,
                report_to="none", disable_tqdm=True, seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
                use_cpu=not gpu, **extra)
 

@@ -17,6 +17,7 @@ whose mean loss over the steps differs from the reference's by more than OBJECTI
 """
 from __future__ import annotations
 
+import math
 import statistics
 
 import torch
@@ -155,6 +156,8 @@ def judge(method_row: dict) -> None:
         r["speedup"], r["memory_ratio"] = ratios(r, ref)
         r["speedup_vs_tuned"], r["memory_ratio_vs_tuned"] = ratios(r, tuned)
         r["flags"] = []
+        if any(not math.isfinite(x) for x in r.get("losses") or []):
+            r["flags"].append("diverged: a non-finite loss")
         if r["loss_mean"] is not None and ref.get("loss_mean"):
             if abs(r["loss_mean"] - ref["loss_mean"]) > OBJECTIVE_RTOL * abs(ref["loss_mean"]):
                 r["flags"].append("objective differs from the reference")
