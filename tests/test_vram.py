@@ -336,3 +336,19 @@ def test_activation_formula_matches_autograd(arch, method):
         expected, expected_cache = expected_saved_bytes(hf, setup_from_config(run), batch)
         assert expected == pytest.approx(got, rel=0.03), batch
         assert expected_cache == got_cache
+
+
+def test_the_estimator_is_within_tolerance_on_the_committed_h200_records():
+    """The CUDA records measured on an NVIDIA H200 (results/gpu/nvidia-h200/vram: the nine mission
+    methods at micro-batch 4 and 16, cutoff_len 256, SmolLM2-135M): every method's estimate within
+    the validation tolerance of its measured peak. A change to the estimator that breaks this fails."""
+    from pathlib import Path
+
+    from harness.vram import constants as C
+    from harness.vram.validate import failures, validate
+    rows = validate(Path(__file__).resolve().parents[1] / "results/gpu/nvidia-h200/vram")
+    assert len(rows) == 18 and {r["device"] for r in rows} == {"NVIDIA H200"}
+    assert {r["method"] for r in rows} == {"full", "lora", "qlora4", "qlora8", "dora", "adapter_series",
+                                           "adapter_parallel", "prompt_tuning", "bitfit"}
+    assert not failures(rows), [(r["method"], r.get("error_pct")) for r in failures(rows)]
+    assert max(abs(r["error_pct"]) for r in rows) <= 100 * C.VALIDATION_TOLERANCE
