@@ -95,6 +95,10 @@ class Levers:
     liger: bool  # liger-kernel fused linear cross-entropy
     compile: bool  # Trainer's torch_compile
     gradient_checkpointing: bool  # switched on by harness.methods.apply, the way the method needs it
+    # peft casts each adapter layer's input to the adapter's dtype (bf16 activations -> fp32 for fp32
+    # adapter weights); under autocast the matmul casts it straight back, so the casts (and a dropout
+    # mask in fp32) are wasted work: off under bf16 autocast (peft's disable_input_dtype_casting)
+    peft_input_casting: bool
 
 
 def liger_available(device: torch.device) -> bool:
@@ -118,7 +122,8 @@ def choose_levers(tcfg, device: torch.device, dtype: torch.dtype) -> Levers:
                   optim="adamw_torch_fused" if fused_optimizer else "adamw_torch",
                   sampling="group_by_length" if tcfg.group_by_length else "random", packing=bool(tcfg.packing),
                   liger=fused_loss == "liger" or (fused_loss == "auto" and liger_available(device)),
-                  compile=bool(tcfg.compile), gradient_checkpointing=bool(tcfg.gradient_checkpointing))
+                  compile=bool(tcfg.compile), gradient_checkpointing=bool(tcfg.gradient_checkpointing),
+                  peft_input_casting=dtype != torch.bfloat16)
 
 
 def _fault(step: int, method: str) -> str | None:
@@ -253,7 +258,9 @@ def train(model, tok, examples: list[dict], tcfg, *, lr: float, seed: int, devic
         callbacks.append(MethodStep(model, spec.after_step))
     optimizer = spec.optimizer(model, lr, tcfg.weight_decay, method_cfg) if spec.optimizer else None
     dataset = Dataset.from_list([{**e, "length": len(e["input_ids"])} for e in examples])
-    with tempfile.TemporaryDirectory() as scratch, no_kv_cache(model):
+    from peft.helpers import disable_input_dtype_casting
+    with (tempfile.TemporaryDirectory() as scratch, no_kv_cache(model),
+          disable_input_dtype_casting(model, active=not levers.peft_input_casting)):
         output_dir = str(checkpoints.directory) if checkpoints.enabled else scratch
         args = arguments(tcfg, levers, lr=lr, seed=seed, steps=steps, warmup=warmup, accumulation=accumulation,
                          device=device, output_dir=output_dir, checkpoints=checkpoints)
