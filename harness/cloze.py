@@ -18,6 +18,7 @@ lm-eval's task configs and the log-likelihoods against lm-eval's HFLM.
 """
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -157,19 +158,30 @@ def _prompt_tokens(model) -> int:
 
 @torch.no_grad()
 def loglikelihoods(model, tok, pairs: list[tuple[str, str]], batch_size: int, device: torch.device,
-                   progress=None) -> list[tuple[float, bool]]:
+                   progress=None, groups: list[int] | None = None) -> list[tuple[float, bool]]:
     """(sum of log P(continuation tokens | context), whether they are the greedy tokens) per pair.
 
-    Batches are length-sorted and right-padded (positions do not move); only the positions that
-    predict continuation tokens go through the output head and log_softmax."""
+    Batches are right-padded (positions do not move); only the positions that predict continuation
+    tokens go through the output head and log_softmax (in fp32). `groups`: how many consecutive
+    pairs belong to each item (its options); given, each item's pairs are one batch of their own
+    and `batch_size` is not used, so an item's log-likelihoods are the same bits whatever else is
+    scored, in bf16 too (harness.evaluate). Without: length-sorted batches of `batch_size` pairs
+    across items, whose padded width and shape, and so in bf16 whose results, depend on the
+    neighbours."""
     encoded = [encode_pair(tok, c, x) for c, x in pairs]
     seqs = [(ctx + cont)[:-1] for ctx, cont in encoded]  # the input: every token but the last
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    if groups is not None:
+        if sum(groups) != len(pairs):
+            raise ValueError(f"groups cover {sum(groups)} pairs, not {len(pairs)}")
+        ends = list(itertools.accumulate(groups))
+        batches = [list(range(end - n, end)) for end, n in zip(ends, groups) if n]
+    else:
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
     virtual = _prompt_tokens(model)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     out: list[tuple[float, bool]] = [(0.0, False)] * len(seqs)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in batches:
         width = max(len(seqs[i]) for i in idx)
         ids = torch.full((len(idx), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)

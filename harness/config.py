@@ -198,6 +198,15 @@ class EvalConfig:
     also: List[Scoring] = field(default_factory=list)  # more scorings of the same trained model
     max_new_tokens: Optional[int] = None  # None = the task's default
     hellaswag: HellaswagFile = HellaswagFile.auto
+    # the dtype of every floating-point parameter while evaluating (test sets, retention suite,
+    # validation accuracy), whatever the method stores, so every method of a comparison is scored
+    # alike; auto: the run's compute precision (train.precision as resolved: bf16 on CUDA, fp32 on CPU)
+    precision: Precision = Precision.auto
+    # true: every item in forwards of its own (a prompt alone; a multiple-choice item's options
+    # together), so its score does not depend on what else is evaluated (harness.evaluate); false:
+    # length-sorted batches of eval.batch_size across items, faster generation (README, "Evaluation")
+    # but in bf16 an item's score can change with its batch. The retention suite is always per item.
+    batch_invariant: bool = True
 
 
 @dataclass

@@ -1,10 +1,35 @@
-"""Evaluation: batched greedy (or beam) generation scored with LLM-Adapters' extraction, and
+"""Evaluation: greedy (or beam) generation scored with LLM-Adapters' extraction, and
 log-likelihood scoring of the answer options for multiple-choice sets.
 
-Generation is batched with left padding over length-sorted prompts and uses the KV cache;
-predictions do not depend on the batch size (tests check batch 1 vs 16 in fp32).
+**An item's score does not depend on what else is evaluated.** Every generation prompt runs alone
+(a batch of one, no padding, KV cache), and every multiple-choice item runs in forwards of its own:
+its options together, right-padded to the item's longest (cloze, label scoring). No other item ever
+shares a forward, so an item's generated answer, option log-likelihoods and choice are the same
+bits pooled with other sets, set by set, in any order and at any eval.batch_size, in bf16 as in
+fp32 (tests/test_batch_invariance.py, item by item). Length-sorted batches across items
+(`invariant=False`, the former default) are not: which items share a batch decides the padded
+width and the batch's shape, and in bf16 that changes results. On CPU torch's SDPA attention kernel
+blocks by the padded width; on CUDA cuBLAS picks its kernel by shape; bitsandbytes' LLM.int8 (8-bit
+bases) chooses its fp16 outlier columns over every row of the batch, padding included. In the
+cpu-study (bf16) 10 of 54 set scores differed between the evaluation pass and the retention pass on
+the same weights and items, by up to 10 points. The cost is generation speed:
+a batch of one decodes one token per forward for one prompt. Measured with
+tools/eval_invariance_cost.py on the 2-core CPU, per item against length-sorted batches of 16:
+SmolLM2-135M in fp32, generation 8.3x slower (24 prompts, 32 new tokens: 103 s vs 12.5 s), label
+scoring 0.9x, cloze 1.3x; in bf16 (emulated on that CPU) 0.8x, 0.6x, 0.3x: padding cost more than
+batching saved; the tiny random model in bf16, 5.8x, 3.0x and 1.2x (README, "Evaluation").
+`invariant=False` (eval.batch_invariant=false) keeps the batched path for the test sets.
+
+**Every method is evaluated at one precision.** `eval.precision` (auto | bf16 | fp32; auto: the
+run's compute precision, train.precision as resolved on the device: bf16 on CUDA, fp32 on CPU unless
+train.precision says otherwise) sets the dtype of every floating-point parameter while evaluating
+(`at_precision`), whatever the method stores: frozen bases kept in bf16 and full fine-tuning's fp32
+master weights alike, adapters included. The originals are put back exactly afterwards. The records
+say which precision (`eval_info.precision`, each set's `precision`).
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -67,12 +92,74 @@ def _sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+# ---- precision -------------------------------------------------------------------------------
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def evaluation_dtype(precision, train_precision, device: torch.device) -> torch.dtype:
+    """eval.precision as a dtype. auto: the run's compute precision (train.precision; its auto is
+    bf16 on CUDA, fp32 elsewhere), so every method of a comparison is evaluated alike."""
+    p = str(precision)
+    if p == "auto":
+        p = str(train_precision)
+    if p == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if p not in DTYPES:
+        raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+    return DTYPES[p]
+
+
+def precision_name(model) -> str:
+    """The dtype(s) of a model's floating-point parameters: 'bf16', 'fp32' or e.g. 'bf16+fp32'."""
+    names = {v: k for k, v in DTYPES.items()}
+    found = sorted({names.get(p.dtype, str(p.dtype).replace("torch.", "")) for p in model.parameters()
+                    if p.is_floating_point()})
+    return "+".join(found) or "none"
+
+
+@contextmanager
+def at_precision(model, dtype: torch.dtype | None):
+    """Run the body with every floating-point parameter of `model` in `dtype` (None: as it is), then
+    put the original tensors back, bit for bit (they stay referenced, so a down-cast holds both
+    copies while it lasts). Buffers keep their dtype: rotary frequencies stay fp32, as in a model
+    loaded in bf16, so an fp32 model cast to bf16 is the model a bf16 load gives. Quantised weights
+    (bitsandbytes' packed 4-bit, LLM.int8's int8) are not floating point and stay; 4-bit layers
+    compute in `dtype` meanwhile (their compute_dtype)."""
+    if dtype is None:
+        yield
+        return
+    params, layers = [], []
+    try:
+        for p in model.parameters():  # shared (tied) parameters come once
+            if p.is_floating_point() and p.dtype != dtype:
+                params.append((p, p.data))
+                p.data = p.data.to(dtype)
+        for m in model.modules():
+            current = getattr(m, "compute_dtype", None)
+            if isinstance(current, torch.dtype) and current != dtype:
+                layers.append((m, current))
+                m.compute_dtype = dtype
+        yield
+    finally:
+        for p, original in params:
+            p.data = original
+        for m, current in layers:
+            m.compute_dtype = current
+
+
 @torch.no_grad()
 def generate_answers(model, tok, texts: list[str], max_new_tokens: int, batch_size: int, num_beams: int,
-                     device: torch.device, desc: str | None = None) -> tuple[list[str], list[int]]:
-    """Greedy/beam continuations of `texts` (in input order) and the number of tokens each generated."""
+                     device: torch.device, desc: str | None = None,
+                     invariant: bool = True) -> tuple[list[str], list[int]]:
+    """Greedy/beam continuations of `texts` (in input order) and the number of tokens each generated.
+
+    invariant: each prompt alone (a batch of one, no padding; `batch_size` is not used), so its
+    continuation is the same whatever else is generated. False: length-sorted batches of
+    `batch_size` with left padding (faster; in bf16 a continuation can depend on its batch)."""
     tok.padding_side = "left"
     lengths = [len(ids) for ids in tok(texts)["input_ids"]]
+    batches = [[i] for i in range(len(texts))] if invariant else _sorted_batches(lengths, batch_size)
     # Stopping at a second "### Response:" is free: LLM-Adapters' scoring discards everything after
     # it (prompt+generation).split("### Response:")[1]), and models that loop the template stop early.
     gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
@@ -81,7 +168,7 @@ def generate_answers(model, tok, texts: list[str], max_new_tokens: int, batch_si
                                stop_strings=[prompts.RESPONSE_MARKER])
     outputs: list[str] = [""] * len(texts)
     n_generated = [0] * len(texts)
-    for idx in _progress(_sorted_batches(lengths, batch_size), len(texts), desc):
+    for idx in _progress(batches, len(texts), desc):
         enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True).to(device)
         new = _generate(model, enc, gen_cfg, tok)
         for row, i in enumerate(idx):
@@ -106,13 +193,17 @@ def _common_prefix(seqs: list[list[int]]) -> list[int]:
 
 @torch.no_grad()
 def option_logliks(model, tok, contexts: list[str], options: list[list[str]], batch_size: int,
-                   device: torch.device, desc: str | None = None) -> list[list[float]]:
+                   device: torch.device, desc: str | None = None, invariant: bool = True) -> list[list[float]]:
     """log P(option | context) summed over the option's tokens, for every option of every item.
 
     Context and option are tokenised separately and concatenated. When an item's options differ
     only in their last token (answer1/answer2/..., true/false), one forward pass over context +
     shared prefix scores them all; otherwise each option gets its own sequence. Right padding keeps
     positions independent of the batch (prompt tuning ignores position ids).
+
+    invariant: each item's sequences form a batch of their own (`batch_size` is not used), so its
+    scores are the same whatever else is scored. False: length-sorted batches of `batch_size`
+    sequences across items (in bf16 a score can depend on its batch).
     """
     tok.padding_side = "right"
     ctx_ids = tok(contexts)["input_ids"]
@@ -125,7 +216,14 @@ def option_logliks(model, tok, contexts: list[str], options: list[list[str]], ba
         else:
             requests += [(i, [j], ctx_ids[i] + c, len(c), None) for j, c in enumerate(conts)]
     scores = [[0.0] * len(o) for o in options]
-    for idx in _progress(_sorted_batches([len(r[2]) for r in requests], batch_size), len(requests), desc):
+    if invariant:
+        batches = {}
+        for k, r in enumerate(requests):
+            batches.setdefault(r[0], []).append(k)
+        batches = list(batches.values())
+    else:
+        batches = _sorted_batches([len(r[2]) for r in requests], batch_size)
+    for idx in _progress(batches, len(requests), desc):
         width = max(len(requests[k][2]) for k in idx)
         ids = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -154,7 +252,7 @@ def option_logliks(model, tok, contexts: list[str], options: list[list[str]], ba
 def _generate_rows(model, tok, owners, texts, c) -> tuple[list[dict], int]:
     """Generate, then extract the answer as LLM-Adapters does."""
     gens, n_tokens = generate_answers(model, tok, texts, c["max_new_tokens"], c["batch_size"], c["num_beams"],
-                                      c["device"], desc="eval")
+                                      c["device"], desc="eval", invariant=c["invariant"])
     rows = []
     for i, ((ts, r), g) in enumerate(zip(owners, gens)):
         response = prompts.response_text(g)
@@ -170,7 +268,7 @@ def _label_rows(model, tok, owners, texts, c) -> tuple[list[dict], int]:
     "the correct answer is " (what a model trained on that format prefers, not what it knows)."""
     opts = [tasks.options(ts, r["instruction"]) for ts, r in owners]
     scores = option_logliks(model, tok, texts, [[ANSWER_PREFIX + o for o in os_] for os_ in opts],
-                            c["batch_size"], c["device"], desc="eval")
+                            c["batch_size"], c["device"], desc="eval", invariant=c["invariant"])
     rows = []
     for i, (ts, r) in enumerate(owners):
         pred = opts[i][max(range(len(opts[i])), key=lambda j: scores[i][j])]  # first of equal scores
@@ -185,7 +283,8 @@ def _cloze_rows(model, tok, owners, texts, c) -> tuple[list[dict], int]:
     items = [cloze.item(ts.name, r) for ts, r in owners]
     pairs = [(ctx, cont) for it in items for ctx, cont in zip(it.contexts, it.continuations)]
     with tqdm(total=len(pairs), desc="eval (cloze)", unit="option", disable=None, leave=False) as bar:
-        lls = cloze.loglikelihoods(model, tok, pairs, c["batch_size"], c["device"], progress=bar.update)
+        lls = cloze.loglikelihoods(model, tok, pairs, c["batch_size"], c["device"], progress=bar.update,
+                                   groups=[len(it.choices) for it in items] if c["invariant"] else None)
     rows = []
     for (ts, r), it, decided in zip(owners, items, cloze.predictions(items, cloze.per_item(lls, items))):
         rows.append({"prompt": it.contexts[0], "generation": None, "pred": it.labels[decided["pred_index"]],
@@ -197,21 +296,26 @@ SCORERS = {"generate": _generate_rows, "label": _label_rows, "cloze": _cloze_row
 
 
 def evaluate_sets(model, tok, sets: list[tuple[tasks.TestSet, list[dict]]], scoring: str, max_new_tokens: int,
-                  batch_size: int, num_beams: int, style: str, device: torch.device) -> tuple[dict, dict, dict]:
+                  batch_size: int, num_beams: int, style: str, device: torch.device,
+                  precision: torch.dtype | None = None, invariant: bool = True) -> tuple[dict, dict, dict]:
     """Metrics and per-item predictions of several test sets, and the timing of the whole pass.
 
-    The sets are evaluated together: one pass of length-sorted batches over all their items. A
-    prediction does not depend on its batch (tested), so pooling only removes each set's own tail
-    batch and decode loop: with a few items per set, most of the cost of evaluating set by set.
-    Timing is therefore for the pass (questions/s over every item), not per set. Scorings:
+    The sets are evaluated in one pass; an item's score does not depend on the other items, the
+    other sets or the batch size (module docstring; tests/test_batch_invariance.py), so a set scores
+    the same evaluated alone, pooled, or in the retention pass. Timing is for the pass (questions/s
+    over every item), not per set. `precision`: the dtype every floating-point parameter has while
+    evaluating (`evaluation_dtype`; None: the model as it is); recorded as `precision`. Scorings:
     generate (LLM-Adapters' extraction), label (label-word log-likelihood), cloze (lm-eval style).
     """
     owners = [(ts, r) for ts, records in sets for r in records]
     texts = [prompts.eval_prompt(r["instruction"], r["input"], style) for _, r in owners]
-    t0 = measure.clock(device)
-    rows, n_generated = SCORERS[str(scoring)](model, tok, owners, texts, dict(
-        max_new_tokens=max_new_tokens, batch_size=batch_size, num_beams=num_beams, device=device))
-    seconds = measure.clock(device) - t0
+    with at_precision(model, precision):
+        used = precision_name(model)
+        t0 = measure.clock(device)
+        rows, n_generated = SCORERS[str(scoring)](model, tok, owners, texts, dict(
+            max_new_tokens=max_new_tokens, batch_size=batch_size, num_beams=num_beams, device=device,
+            invariant=invariant))
+        seconds = measure.clock(device) - t0
     decoding = ("greedy" if num_beams == 1 else f"beam{num_beams}") if scoring == "generate" else None
     metrics, predictions, start = {}, {}, 0
     for ts, records in sets:
@@ -222,13 +326,14 @@ def evaluate_sets(model, tok, sets: list[tuple[tasks.TestSet, list[dict]]], scor
         n, correct, failures = len(mine), sum(r["correct"] for r in mine), sum(not r["parsed"] for r in mine)
         metrics[ts.name] = {"accuracy": round(100.0 * correct / n, 4), "correct": correct, "n": n,
                             "parse_failures": failures, "parse_failure_rate": round(failures / n, 4),
-                            "scoring": str(scoring), "decoding": decoding}
+                            "scoring": str(scoring), "decoding": decoding, "precision": used}
         if scoring == "cloze":
             metrics[ts.name]["accuracy_norm"] = (round(100.0 * sum(r["correct_norm"] for r in mine) / n, 4)
                                                  if ts.name in cloze.HAS_ACC_NORM else None)
             metrics[ts.name]["prompt_lost"] = cloze.LOST.get(ts.name)
         predictions[ts.name] = mine
-    timing = {"seconds": round(seconds, 4), "questions": len(rows),
+    timing = {"seconds": round(seconds, 4), "questions": len(rows), "precision": used,
+              "batching": "per item" if invariant else f"length-sorted batches of {batch_size}",
               "questions_per_second": round(len(rows) / seconds, 4) if seconds else None,
               "generated_tokens": n_generated,
               "generated_tokens_per_second": round(n_generated / seconds, 2) if seconds and n_generated else None}
@@ -236,9 +341,10 @@ def evaluate_sets(model, tok, sets: list[tuple[tasks.TestSet, list[dict]]], scor
 
 
 def evaluate_set(model, tok, ts: tasks.TestSet, records: list[dict], scoring: str, max_new_tokens: int,
-                 batch_size: int, num_beams: int, style: str, device: torch.device) -> tuple[dict, list[dict]]:
+                 batch_size: int, num_beams: int, style: str, device: torch.device,
+                 precision: torch.dtype | None = None, invariant: bool = True) -> tuple[dict, list[dict]]:
     """Metrics (with the timing) and per-item predictions of one test set."""
     metrics, predictions, timing = evaluate_sets(model, tok, [(ts, records)], scoring, max_new_tokens, batch_size,
-                                                 num_beams, style, device)
+                                                 num_beams, style, device, precision, invariant)
     return {**metrics[ts.name], **{k: timing[k] for k in ("seconds", "questions_per_second", "generated_tokens",
                                                             "generated_tokens_per_second")}}, predictions[ts.name]

@@ -118,6 +118,7 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
     c = plan.cfg
     device = dist.device or models.resolve_device(c.device)
     dtype = models.compute_dtype(device, c.train.precision)
+    eval_dtype = evaluate.evaluation_dtype(c.eval.precision, c.train.precision, device)  # every method alike
     style = c.train.prompt_style
     if dist.fsdp and plan.method.frozen_base:
         raise ConfigError("FSDP is for full fine-tuning too big for one GPU; run PEFT methods with one "
@@ -185,7 +186,7 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
         if c.train.val_accuracy_items and dist.main:
             out["train_info"]["validation_accuracy"] = validation.accuracy(
                 model, tok, loaded.validation[:c.train.val_accuracy_items], style, device, c.eval.batch_size,
-                c.eval.max_new_tokens or c.task.max_new_tokens)
+                c.eval.max_new_tokens or c.task.max_new_tokens, precision=eval_dtype)
         out["memory"]["train"] = out["train_info"].pop("memory")
         if c.save or dist.fsdp:
             out["checkpoint"] = str(plan.paths.checkpoint)
@@ -231,7 +232,9 @@ def evaluate_all(model, tok, tests: dict, plan: Plan, device, scoring=None) -> t
     max_new = c.eval.max_new_tokens or c.task.max_new_tokens
     metrics_by_set, predictions, timing = evaluate.evaluate_sets(
         model, tok, [(ts, recs) for ts, recs, _ in tests.values()], scoring or c.eval.scoring, max_new,
-        c.eval.batch_size, c.eval.num_beams, c.train.prompt_style, device)
+        c.eval.batch_size, c.eval.num_beams, c.train.prompt_style, device,
+        precision=evaluate.evaluation_dtype(c.eval.precision, c.train.precision, device),
+        invariant=c.eval.batch_invariant)
     for name, (ts, recs, meta) in tests.items():
         metrics = metrics_by_set[name]
         metrics["approximate"] = bool(meta.get("approximate"))

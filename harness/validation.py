@@ -58,10 +58,25 @@ def loss(model, tok, examples: list[dict], batch_size: int, device: torch.device
 
 
 def accuracy(model, tok, records: list[dict], style: str, device: torch.device, batch_size: int,
-             max_new_tokens: int) -> dict:
-    """Accuracy (%) on validation records, scored as the harness scores the test sets."""
+             max_new_tokens: int, precision: torch.dtype | None = None) -> dict:
+    """Accuracy (%) on validation records, scored as the harness scores the test sets: each record
+    in forwards of its own (its score does not depend on the others or the batch size) at the
+    evaluation precision (`precision`, harness.evaluate.evaluation_dtype; None: the model as it is)."""
     labelled = [r for r in records if FORMAT.search(r["instruction"])]
     generated = [r for r in records if not FORMAT.search(r["instruction"])]
+    was_training = model.training
+    model.eval()  # no dropout: right after training the model is still in training mode
+    try:
+        with evaluate.at_precision(model, precision):
+            used = evaluate.precision_name(model)
+            out = _accuracy(model, tok, labelled, generated, style, device, batch_size, max_new_tokens)
+    finally:
+        model.train(was_training)
+    return {**out, "precision": used}
+
+
+def _accuracy(model, tok, labelled: list[dict], generated: list[dict], style: str, device: torch.device,
+              batch_size: int, max_new_tokens: int) -> dict:
     correct = 0
     if labelled:
         texts = [prompts.eval_prompt(r["instruction"], r["input"], style) for r in labelled]
@@ -79,6 +94,6 @@ def accuracy(model, tok, records: list[dict], style: str, device: torch.device, 
                 correct += extract.extract_letter(response) == r["answer"]
             else:
                 correct += extract.number_correct(extract.extract_number(response), r["answer"])
-    n = len(records)
+    n = len(labelled) + len(generated)
     return {"accuracy": round(100.0 * correct / n, 4) if n else None, "n": n,
             "scoring": "label log-likelihood" if not generated else ("generate" if not labelled else "mixed")}
