@@ -212,8 +212,11 @@ class EvalConfig:
 @dataclass
 class ForgettingConfig:
     enabled: bool = True
-    test_sets: List[str] = field(default_factory=lambda: ["hellaswag", "arc_challenge", "winogrande"])
-    limit: int = 200  # items per set, the first N
+    # the retention suite; empty: the task family's out-of-domain default (harness.tasks: arithmetic
+    # runs HellaSwag, ARC-Challenge, WinoGrande by cloze; commonsense runs the cross-entropy of GSM8K's
+    # training solutions). A set of the run's own family or in its training data is refused.
+    test_sets: List[str] = field(default_factory=list)
+    limit: int = 200  # items (documents) per set, the first N
     batch_size: int = 16
 
 

@@ -151,7 +151,7 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
                    "sets": list(c.forgetting.test_sets), "limit": c.forgetting.limit,
                    "code_id": env.code_identity()["code_id"]}
             before, out["forgetting_before_cached"] = forgetting.base_scores(
-                model, tok, c.forgetting, style, device, c.cache_dir, key)
+                model, tok, c.forgetting, style, device, c.cache_dir, key, task=c.task.name, precision=eval_dtype)
         dist.barrier()
         laps("forgetting_before")
 
@@ -209,7 +209,8 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
             out["_predictions"].update({f"{scoring}/{name}": rows for name, rows in predictions.items()})
             laps(f"eval_{scoring}")
         if c.forgetting.enabled:
-            after = forgetting.score(model, tok, c.forgetting, style, device, c.cache_dir)
+            after = forgetting.score(model, tok, c.forgetting, style, device, c.cache_dir, task=c.task.name,
+                                     precision=eval_dtype)
             out["forgetting"] = forgetting.summarise(before, after)
             laps("forgetting_after")
     dist.barrier()

@@ -187,28 +187,76 @@ def check_evaluation(cfg) -> None:
             raise ConfigError(f"eval.scoring=cloze (or eval.also) is defined for the commonsense sets ({', '.join(cloze.SETS)}); "
                               f"{bad} are not (use eval.scoring=generate, or label for AQuA)")
     if cfg.forgetting.enabled:
-        if not e.enabled:
-            raise ConfigError("forgetting.enabled=true scores test sets (HellaSwag, ARC-c, WinoGrande) while "
-                              "eval.enabled=false keeps them unread: set forgetting.enabled=false too")
-        check_retention_suite(cfg.forgetting)
+        suite = check_retention_suite(cfg.forgetting, cfg.task.name, family.train_set(cfg.task.train_set))
+        read = [s.name for s in suite if isinstance(s, tasks.TestSet)]
+        if read and not e.enabled:
+            raise ConfigError(f"forgetting.enabled=true scores test sets ({', '.join(read)}) while "
+                              f"eval.enabled=false keeps them unread: set forgetting.enabled=false too")
 
 
-def check_retention_suite(f) -> list[tasks.TestSet]:
-    known = tasks.all_test_sets()
+def check_retention_suite(f, task: str | None, train_set: tasks.TrainSet | None = None) -> list:
+    """The retention suite (test sets scored by cloze, or held-out texts scored by cross-entropy) of
+    a run of task family `task` trained on `train_set`; forgetting.test_sets empty: the family's
+    out-of-domain default. Forgetting must be measured out of the run's domain: a set of the run's
+    own family is its task (what is called forgetting there is in-domain improvement with the sign
+    flipped), and a set whose training split the run trains on is no retention either; both are
+    refused, as is a suite that mixes accuracy and cross-entropy (their units differ)."""
+    if not f.test_sets and task is None:
+        raise ConfigError("forgetting.test_sets is empty (the task family's default) but no task was given")
+    family = tasks.get_family(task) if task is not None else None
+    names = list(f.test_sets) or list(family.retention)
+    if not names:
+        raise ConfigError(f"task={task} declares no retention suite: set forgetting.test_sets or "
+                          f"forgetting.enabled=false")
+    known, texts = tasks.all_test_sets(), tasks.all_texts()
+    default = f" (forgetting.test_sets=[] is task={task}'s out-of-domain default: {', '.join(family.retention)})" \
+        if family is not None and family.retention else ""
     out = []
-    for name in f.test_sets:
-        if name not in known:
-            raise ConfigError(f"forgetting.test_sets: unknown set '{name}'{did_you_mean(name, known)}; "
-                              f"known: {sorted(known)}")
-        if name not in cloze.SETS:
-            raise ConfigError(f"forgetting.test_sets: '{name}' has no cloze prompt (the retention suite is "
-                              f"scored as lm-eval does); choose from {', '.join(cloze.SETS)}")
-        size = data.manifest()["files"][f"test/{name}"]["records"]
+    for name in names:
+        if name not in known and name not in texts:
+            choices = {**known, **texts}
+            raise ConfigError(f"forgetting.test_sets: unknown set '{name}'{did_you_mean(name, choices)}; "
+                              f"known: {sorted(choices)}")
+        if name in known and name not in cloze.SETS:
+            raise ConfigError(f"forgetting.test_sets: '{name}' has no cloze prompt (a retention test set is "
+                              f"scored as lm-eval does); choose from {', '.join(cloze.SETS)} or a held-out "
+                              f"text ({', '.join(texts)})")
+        home = tasks.home_family(name)
+        if family is not None and home.name == family.name:
+            raise ConfigError(f"forgetting.test_sets: '{name}' is in the domain of task={task} (a {home.name} "
+                              f"{'test set' if name in known else 'text'}): forgetting measured on the run's own "
+                              f"task is in-domain improvement with the sign flipped; choose sets of another "
+                              f"family{default}")
+        split = name if name in known else texts[name].train_split_of
+        if train_set is not None and split in train_set.train_splits:
+            raise ConfigError(f"forgetting.test_sets: '{name}' is no retention set for task.train_set="
+                              f"{train_set.name}: that training data holds {split}'s training split{default}")
+        source = f"test/{name}" if name in known else texts[name].shipped
+        size = data.manifest()["files"][source]["records"]
         if f.limit > size:
             raise ConfigError(f"forgetting.limit={f.limit} is larger than {name} ({size} items); "
                               f"use at most {size}, or 0 for every item")
-        out.append(known[name])
+        out.append(known.get(name) or texts[name])
+    if len({type(s) for s in out}) > 1:
+        raise ConfigError(f"forgetting.test_sets={names} mixes test sets (accuracy points) and held-out texts "
+                          f"(cross-entropy, nats): their forgetting has different units; choose one kind")
+    if train_set is not None and train_set.local:
+        _check_local_overlap(out, f.limit, train_set.local)
     return out
+
+
+def _check_local_overlap(suite: list, limit: int, path: str) -> None:
+    """A user's training file must not hold the retention items it would be scored on (their
+    instructions, compared whitespace-normalised)."""
+    from harness.forgetting import records_of
+    trained, _ = data.read_local(path)
+    seen = {" ".join(r["instruction"].split()) for r in trained}
+    for s in suite:
+        hits = sum(" ".join(r["instruction"].split()) in seen for r in records_of(s, limit))
+        if hits:
+            raise ConfigError(f"forgetting.test_sets: task.train_set={path} holds {hits} of the items of "
+                              f"retention set '{s.name}': forgetting measured on trained items is no retention; "
+                              f"choose another set or remove them from the file")
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")

@@ -5,7 +5,7 @@ plus one YAML in conf/task/. Scoring rules live in harness.extract.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import data
@@ -36,6 +36,23 @@ class TrainSet:
     contaminates: tuple = ()  # test sets whose items overlap this training data
     note: str = ""
     local: str | None = None  # a user's own file in the LLM-Adapters format
+    # test sets (of any family) whose own training split is part of this training data: never a
+    # retention set of a run trained on it (harness.validate.check_retention_suite)
+    train_splits: tuple = ()
+
+
+@dataclass(frozen=True)
+class HeldOutText:
+    """Documents of a family's domain that no test set holds, scored by cross-entropy as another
+    family's out-of-domain retention measure (harness.forgetting): each a prompt and the reference
+    continuation whose per-token loss is measured before and after fine-tuning."""
+    name: str
+    display: str
+    shipped: str  # the manifest file ('train/gsm8k_train')
+    train_split_of: str  # the test set whose training split the documents are
+    context: str  # the prompt, formatted with the record's fields ('Question: {instruction}\nAnswer:')
+    continuation: str  # the scored text, formatted likewise (' {output}')
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,10 @@ class TaskFamily:
     train_sets: dict
     paper_average: tuple  # the sets the paper averages
     max_new_tokens: int
+    # the family's forgetting suite (forgetting.test_sets=[]): out of its domain, test sets of another
+    # family (cloze-scored) or held-out texts of another family (cross-entropy)
+    retention: tuple = ()
+    texts: dict = field(default_factory=dict)  # HeldOutText of this family's domain, by name
 
     def test_set(self, name: str) -> TestSet:
         if name not in self.test_sets:
@@ -107,6 +128,20 @@ def get_family(name: str) -> TaskFamily:
 def all_test_sets() -> dict[str, TestSet]:
     _load_all()
     return {k: v for fam in FAMILIES.values() for k, v in fam.test_sets.items()}
+
+
+def all_texts() -> dict[str, HeldOutText]:
+    _load_all()
+    return {k: v for fam in FAMILIES.values() for k, v in fam.texts.items()}
+
+
+def home_family(name: str) -> TaskFamily:
+    """The family a test set or held-out text belongs to (its domain)."""
+    _load_all()
+    for fam in FAMILIES.values():
+        if name in fam.test_sets or name in fam.texts:
+            return fam
+    raise ConfigError(f"unknown test set or held-out text '{name}'")
 
 
 # ---- scoring ---------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """LLM-Adapters arithmetic reasoning: 7 test sets, numeric answers (AQuA: a letter)."""
-from harness.tasks import TaskFamily, TestSet, TrainSet, register
+from harness.tasks import HeldOutText, TaskFamily, TestSet, TrainSet, register
 
 LEAKY = ("addsub", "multiarith", "singleeq")  # drawn from MAWPS, which math_10k trains on
 
@@ -17,15 +17,27 @@ FAMILY = register(TaskFamily(
     train_sets={
         "math_offline": TrainSet(
             "math_offline", shipped=("train/gsm8k_train", "train/mawps_asdiv_train", "train/aqua_dev_train"),
+            train_splits=("gsm8k", "mawps", "aqua"),
             note="offline stand-in for math_10k: GSM8K train + MAWPS/ASDiv-A (deduplicated against the "
                  "test sets) + AQuA dev, 9128 items, human or equation rationales"),
-        "gsm8k_train": TrainSet("gsm8k_train", shipped=("train/gsm8k_train",)),
-        "math_10k": TrainSet("math_10k", remote="math_10k", contaminates=LEAKY,
+        "gsm8k_train": TrainSet("gsm8k_train", shipped=("train/gsm8k_train",), train_splits=("gsm8k",)),
+        "math_10k": TrainSet("math_10k", remote="math_10k", contaminates=LEAKY, train_splits=("gsm8k", "mawps", "aqua"),
                              note="the paper's set; contains MAWPS training data overlapping AddSub/MultiArith/SingleEq"),
-        "math_7k": TrainSet("math_7k", remote="math_7k", note="math_10k without MAWPS"),
-        "math_14k": TrainSet("math_14k", remote="math_14k", note="ChatGPT+GPT-4 rationales, no MAWPS"),
-        "math_50k": TrainSet("math_50k", remote="math_50k"),
+        "math_7k": TrainSet("math_7k", remote="math_7k", train_splits=("gsm8k", "aqua"), note="math_10k without MAWPS"),
+        "math_14k": TrainSet("math_14k", remote="math_14k", train_splits=("gsm8k", "aqua"),
+                             note="ChatGPT+GPT-4 rationales, no MAWPS"),
+        "math_50k": TrainSet("math_50k", remote="math_50k", train_splits=("gsm8k", "mawps", "aqua")),
     },
     paper_average=("gsm8k", "aqua", "mawps", "svamp"),
     max_new_tokens=256,
+    # Biderman et al.'s suite for models trained on code and math: commonsense, zero-shot cloze
+    retention=("hellaswag", "arc_challenge", "winogrande"),
+    texts={
+        "gsm8k_train_solutions": HeldOutText(
+            "gsm8k_train_solutions", "GSM8K train solutions (CE)", shipped="train/gsm8k_train",
+            train_split_of="gsm8k", context="Question: {instruction}\nAnswer:", continuation=" {output}",
+            note="GSM8K's human-written training solutions (calculator annotations removed, 'The answer is N.' "
+                 "last), the first forgetting.limit of the file; not in any test set; the training data of "
+                 "arithmetic runs, so only other families' runs are scored on it"),
+    },
 ))
