@@ -75,7 +75,8 @@ def test_bench_compares_training_and_evaluation(bench, tmp_path):
                                       and best["memory_ratio"] <= 1.0 and best["memory_ratio_vs_tuned"] <= 1.0)
     ev = doc["evaluation"]
     assert ev["test_set"] == "gsm8k" and ev["questions"] == 2 and ev["max_new_tokens"] == 8
-    assert set(ev["sides"]) == {"reference", "hf_batched", "harness", "harness+bf16"}
+    assert set(ev["sides"]) == {"reference", "hf_batched", "harness", "harness_batched", "harness+bf16",
+                                "harness_batched+bf16"}
     for side in ev["sides"].values():  # 2 questions: an accuracy is 0, 50 or 100
         assert side["questions_per_second"] > 0 and side["accuracy"] in (0.0, 50.0, 100.0)
         assert side["speedup"] == pytest.approx(

@@ -72,7 +72,8 @@ def _side(ts, records, responses, n_generated, seconds, peak, **extra) -> dict:
 def compare(models_by_precision: dict, tok, ts: tasks.TestSet, records: list[dict], cfg, max_new_tokens: int,
             device: torch.device) -> dict:
     """Every decoding of `records` (the first N questions of `ts`): LLM-Adapters' reference, plain HF
-    batched greedy, the harness's, and the harness's in bf16 when a bf16 model is given."""
+    batched greedy, the harness's per item (what runs do: answers independent of the batch) and
+    batched (eval.batch_invariant=false), and the same in bf16 when a bf16 model is given."""
     style, bs, beams = cfg.train.prompt_style, cfg.eval.batch_size, cfg.eval.num_beams
     texts = [prompts.eval_prompt(r["instruction"], r["input"], style) for r in records]
     model = models_by_precision["fp32"] if "fp32" in models_by_precision else next(iter(models_by_precision.values()))
@@ -88,12 +89,15 @@ def compare(models_by_precision: dict, tok, ts: tasks.TestSet, records: list[dic
     sides["hf_batched"] = _side(ts, records, resp, n, sec, peak, decoding="greedy", batch_size=bs)
     for precision, m in models_by_precision.items():
         m.eval()
-        evaluate.generate_answers(m, tok, texts[:1], 2, bs, beams, device)
-        (gens, n), sec, peak = _timed(device, lambda: evaluate.generate_answers(m, tok, texts, max_new_tokens, bs,
-                                                                                 beams, device))
-        name = "harness" if precision == "fp32" or len(models_by_precision) == 1 else f"harness+{precision}"
-        sides[name] = _side(ts, records, [prompts.response_text(g) for g in gens], n, sec, peak,
-                            decoding="greedy" if beams == 1 else f"beam{beams}", batch_size=bs, precision=precision)
+        suffix = "" if precision == "fp32" or len(models_by_precision) == 1 else f"+{precision}"
+        # per item: what a run does (batch-invariant answers); batched: eval.batch_invariant=false
+        for invariant, name in ((True, f"harness{suffix}"), (False, f"harness_batched{suffix}")):
+            evaluate.generate_answers(m, tok, texts[:1], 2, bs, beams, device, invariant=invariant)
+            (gens, n), sec, peak = _timed(device, lambda: evaluate.generate_answers(
+                m, tok, texts, max_new_tokens, bs, beams, device, invariant=invariant))
+            sides[name] = _side(ts, records, [prompts.response_text(g) for g in gens], n, sec, peak,
+                                decoding="greedy" if beams == 1 else f"beam{beams}",
+                                batch_size=1 if invariant else bs, precision=precision)
     ref = sides["reference"]
     for side in sides.values():
         side["speedup"] = round(ref["seconds"] / side["seconds"], 3)
@@ -147,6 +151,10 @@ def cloze_vs_lm_eval(model, tok, cfg, device: torch.device, per_set: int) -> dic
     cloze.loglikelihoods(model, tok, requests[:2], bs, device)  # untimed warm-up
     ours, sec, peak = _timed(device, lambda: cloze.loglikelihoods(model, tok, requests, bs, device))
     sides["harness"] = {"seconds": round(sec, 4), "requests_per_second": round(len(requests) / sec, 3), "peak_gib": peak}
+    groups = [len(it.contexts) for it in items]  # what runs do: each item's options in a forward of their own
+    _, sec, peak = _timed(device, lambda: cloze.loglikelihoods(model, tok, requests, bs, device, groups=groups))
+    sides["harness_per_item"] = {"seconds": round(sec, 4), "requests_per_second": round(len(requests) / sec, 3),
+                                 "peak_gib": peak}
     try:
         from lm_eval.api.instance import Instance
         from lm_eval.models.huggingface import HFLM

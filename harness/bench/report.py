@@ -62,8 +62,9 @@ def training_table(rows: list[dict]) -> list[str]:
 
 
 EVAL_LABELS = {"reference": "reference: LLM-Adapters evaluate.py (batch 1, 4 beams)",
-               "hf_batched": "plain HF batched greedy", "harness": "harness (length-sorted, per-row stop)",
-               "harness+bf16": "harness in bf16"}
+               "hf_batched": "plain HF batched greedy", "harness": "harness, per item (batch-invariant, as runs do)",
+               "harness_batched": "harness, length-sorted batches (eval.batch_invariant=false)",
+               "harness+bf16": "harness in bf16, per item", "harness_batched+bf16": "harness in bf16, batched"}
 
 
 def eval_table(ev: dict) -> list[str]:
@@ -83,10 +84,14 @@ def cloze_lines(c: dict) -> list[str]:
         return [head, "", f"lm-eval's HFLM {c['lm_eval']}; harness {c['sides']['harness']['requests_per_second']:.1f} "
                           f"requests/s."]
     lines = [head, "", "| scorer | requests/s | seconds | peak GiB |", "|---|---:|---:|---:|"]
-    for name, label in (("lm_eval_hflm", "lm-evaluation-harness HFLM.loglikelihood"), ("harness", "harness")):
+    for name, label in (("lm_eval_hflm", "lm-evaluation-harness HFLM.loglikelihood"),
+                        ("harness", "harness, length-sorted batches"),
+                        ("harness_per_item", "harness, per item (batch-invariant, as runs do)")):
+        if name not in c["sides"]:
+            continue
         side = c["sides"][name]
         lines.append(f"| {label} | {side['requests_per_second']:.1f} | {side['seconds']:.2f} | {_num(side['peak_gib'], '{:.3f}')} |")
-    lines += ["", f"Harness {c['speedup_vs_lm_eval']:.2f}× lm-eval; the same acc and acc_norm choice on "
+    lines += ["", f"Harness (batched) {c['speedup_vs_lm_eval']:.2f}× lm-eval; the same acc and acc_norm choice on "
                   f"{c['same_choices']}/{c['items']} items; largest log-likelihood difference "
                   f"{c['max_abs_loglik_difference']:.2g}."]
     return lines
