@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from harness.report import accuracy, aggregate, build
+from test_report import row_of  # one helper for both report test modules
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "records"
@@ -26,14 +27,6 @@ def report(results: Path, capsys) -> tuple[int, Path]:
     code = build.main(["--results", str(results), "--out", str(out)])
     capsys.readouterr()
     return code, out
-
-
-def row_of(df: pd.DataFrame, **match) -> pd.Series:
-    sel = df
-    for k, v in match.items():
-        sel = sel[sel[k] == v]
-    assert len(sel) == 1, f"{match}: {len(sel)} rows"
-    return sel.iloc[0]
 
 
 def test_the_cloze_average_uses_each_sets_standard_metric_and_leaves_boolq_out():

@@ -61,13 +61,13 @@ if [ "${PLAN:-}" = short ]; then
   step bench-mb16 150 $PY -m harness.bench "${MODEL_ARGS[@]}" --methods lora,full --steps 6 train.micro_batch_size=16 \
     --baselines reference,trainer_tuned --levers packing --eval-questions 0 --cloze-items 16 eval.batch_size=64 \
     --out "$WORK/bench"
-  step invariance 60 $PY tools/batch_invariance.py "${MODEL_ARGS[@]}" --items 24 --scorings label,cloze \
+  step invariance 60 $PY tools/eval_invariance_cost.py "${MODEL_ARGS[@]}" --items 24 --scorings label,cloze \
     --out "$WORK/batch_invariance.json"
   exit 0
 fi
 # 1. does bf16 evaluation depend on the batch on CUDA? (first: it decides what the numbers mean; it also
 #    converts the GGUF model once for every later step)
-step invariance 90 $PY tools/batch_invariance.py "${MODEL_ARGS[@]}" --items $((LIMIT < 24 ? LIMIT : 24)) \
+step invariance 90 $PY tools/eval_invariance_cost.py "${MODEL_ARGS[@]}" --items $((LIMIT < 24 ? LIMIT : 24)) \
   --out "$WORK/batch_invariance.json"
 # 2. the bench: every Trainer row for LoRA and full fine-tuning (the harness's CUDA levers: bf16,
 #    fused AdamW, liger), evaluation against LLM-Adapters' decoding and lm-eval's HFLM, the 15-set
