@@ -38,13 +38,19 @@ def split(records: list[dict], size: int) -> tuple[list[dict], list[dict], dict]
 
 
 @torch.no_grad()
-def loss(model, tok, examples: list[dict], batch_size: int, device: torch.device, dtype: torch.dtype) -> float:
-    """Token-mean loss over `examples` (sum over every label token / their count)."""
+def loss(model, tok, examples: list[dict], batch_size: int, device: torch.device, dtype: torch.dtype,
+         detail: dict | None = None) -> float:
+    """Token-mean loss over `examples` (sum over every label token / their count). `detail`, a dict
+    when given, is refilled with what the loss's standard error needs (harness.selection): the
+    examples and label tokens counted, each example's own token-mean loss and label tokens, and the
+    standard error of the mean over examples (the record's validation_final, harness.runner)."""
     was_training = model.training
     model.eval()
     from harness.train import IGNORE, Collator
     collate = Collator(tok, packing=False)
     total, items = 0.0, 0
+    per_loss: list[float] = []
+    per_tokens: list[int] = []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
     for start in range(0, len(examples), batch_size):
         batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size]).items()}
@@ -53,8 +59,36 @@ def loss(model, tok, examples: list[dict], batch_size: int, device: torch.device
             out = model(**batch, use_cache=False)
         total += float(out.loss) * n
         items += n
+        if detail is not None and getattr(out, "logits", None) is not None:
+            losses, tokens = example_losses(out.logits, batch["labels"], IGNORE)
+            per_loss += losses
+            per_tokens += tokens
     model.train(was_training)
-    return round(total / max(1, items), 5)
+    mean = round(total / max(1, items), 5)
+    if detail is not None:
+        from harness import selection
+        detail.clear()
+        detail.update({"items": len(examples), "label_tokens": items, "loss": mean})
+        if len(per_loss) == len(examples):  # a model that returns no logits (a fused loss) gives none
+            se = selection.ratio_se(per_loss, per_tokens)
+            detail.update({"loss_se": round(se, 5) if se is not None else None,
+                           "example_loss": [round(x, 5) for x in per_loss], "example_tokens": per_tokens})
+    return mean
+
+
+def example_losses(logits: torch.Tensor, labels: torch.Tensor, ignore: int) -> tuple[list[float], list[int]]:
+    """Each row's token-mean next-token loss and its number of label tokens. Logits longer than the
+    labels (prompt tuning's virtual tokens come first) are aligned on their last positions."""
+    logits = logits[:, -labels.shape[1]:]
+    losses, tokens = [], []
+    for row_logits, row_labels in zip(logits, labels):  # a row at a time: one row's fp32 logits in memory
+        target = row_labels[1:]
+        n = int((target != ignore).sum())
+        total = torch.nn.functional.cross_entropy(row_logits[:-1].float(), target, ignore_index=ignore,
+                                                  reduction="sum")
+        losses.append(float(total) / n if n else 0.0)
+        tokens.append(n)
+    return losses, tokens
 
 
 def accuracy(model, tok, records: list[dict], style: str, device: torch.device, batch_size: int,
