@@ -37,7 +37,9 @@ def only_result(out):
     return json.loads(js.read_text()), md.read_text()
 
 
-def test_bench_compares_training_and_evaluation(bench, tmp_path):
+def test_bench_compares_training_and_evaluation(bench, tmp_path, monkeypatch):
+    # the bf16 rows run where bf16 is fast (AMX / AVX512-BF16 CPUs, GPUs); here they run regardless
+    monkeypatch.setattr("harness.models.fast_bf16", lambda device: True)
     assert bench(tmp_path, "--methods", "lora,full", "--steps", "3", "--eval-questions", "2",
                  "--eval-max-new-tokens", "8", "--levers", "packing,bf16", "--cloze-items", "2") == 0
     doc, md = only_result(tmp_path)
@@ -89,6 +91,16 @@ def test_bench_compares_training_and_evaluation(bench, tmp_path):
     assert "lm-evaluation-harness HFLM.loglikelihood" in md
     assert "transformers.Trainer, LLM-Adapters settings" in md and "| lora |" in md and "| full |" in md
     assert "plain HF batched greedy" in md
+
+
+def test_the_bf16_lever_is_not_applicable_where_bf16_is_emulated(bench, tmp_path, monkeypatch):
+    monkeypatch.setattr("harness.models.fast_bf16", lambda device: False)
+    assert bench(tmp_path, "--methods", "lora", "--steps", "2", "--eval-questions", "0", "--levers", "bf16",
+                 "--baselines", "reference,trainer_tuned", "--cloze-items", "0") == 0
+    doc, _ = only_result(tmp_path)
+    rows = doc["training"][0]["rows"]
+    assert rows["harness+bf16"]["status"] == "not applicable" and "AMX" in rows["harness+bf16"]["why"]
+    assert rows["trainer_tuned"]["precision"] == "float32"  # a careful user keeps fp32 on such a CPU
 
 
 def test_one_method_gives_one_row(bench, tmp_path):

@@ -111,8 +111,10 @@ def _quiet(trainer):
 def _result(trainer, clock: StepClock) -> dict:
     clock.handle.remove()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    args = trainer.args
+    precision = "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"  # what the row ran
     return {"steps": trainer.state.global_step, "losses": [round(x, 5) for x in losses],
-            "step_seconds": clock.step_seconds, "step_tokens": clock.step_tokens}
+            "step_seconds": clock.step_seconds, "step_tokens": clock.step_tokens, "precision": precision}
 
 
 def trainer_loop(model, tok, examples, cfg, steps, device, warmup, tuned: bool = False) -> dict:

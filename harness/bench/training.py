@@ -42,6 +42,8 @@ def applies(lever: str, cfg, device: torch.device) -> str | None:
         return "virtual tokens come once per row: packed examples after the first would not see them"
     if lever == "bf16" and device.type == "cuda":
         return "the harness runs bf16 on a GPU already"
+    if lever == "bf16" and not models.fast_bf16(device):
+        return "this CPU has neither AMX nor AVX512-BF16: bf16 is emulated there, slower than fp32"
     if lever == "fused_optimizer" and device.type == "cuda":
         return "the harness uses fused AdamW on a GPU already"
     if lever == "fused_optimizer" and methods.get(cfg.method.name).optimizer is not None:
@@ -92,7 +94,7 @@ def run_loop(name: str, cfg, records: list[dict], steps: int, device: torch.devi
     del model
     measure.release(device)
     timed_s, timed_tokens = sum(out["step_seconds"][1:]), sum(out["step_tokens"][1:])
-    return {**out, "precision": str(dtype).replace("torch.", ""),
+    return {"precision": str(dtype).replace("torch.", ""), **out,  # a library row says what it ran
             "tokens_per_second": round(timed_tokens / timed_s, 2) if timed_s else None,
             "first_step_seconds": round(out["step_seconds"][0], 4) if out["step_seconds"] else None,
             "timed_steps": len(out["step_seconds"]) - 1, "real_tokens": sum(out["step_tokens"]),
