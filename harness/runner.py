@@ -176,7 +176,9 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
             checkpoints.clear()
             dist.barrier()
         val_examples = tokenize_examples(loaded.validation, tok, c.train.cutoff_len, c.train.train_on_inputs, style)
-        validate = ((lambda: validation.loss(model, tok, val_examples, c.eval.batch_size, device, dtype))
+        # each validation pass refills validation_final with per-example losses (the selection's noise)
+        validate = ((lambda: validation.loss(model, tok, val_examples, c.eval.batch_size, device, dtype,
+                                             detail=out.setdefault("validation_final", {})))
                     if val_examples and dist.main else None)
         out["train_info"] = train(model, tok, examples, c.train, lr=c.method.lr, seed=c.seed, device=device,
                                   dtype=dtype, method_cfg=c.method,

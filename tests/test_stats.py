@@ -15,7 +15,7 @@ from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_confint
 
 from harness import forgetting, stats
-from harness.report import retention
+from harness.report import retention, tables
 
 
 def test_wilson_interval_is_statsmodels_and_the_textbook_formula():
@@ -168,3 +168,17 @@ def test_forgetting_pools_seeds_item_by_item_not_their_bounds():
     old = retention.across_seeds([one, two], [1, 2])
     assert old["approximate"] and old["low"] < 10.0 < old["high"]
     assert retention.across_seeds([one, None], [1, 2]) is None
+
+
+def test_cross_entropy_forgetting_pools_documents_in_nats_not_points():
+    """A commonsense run's retention measure is the cross-entropy of held-out text (after - before,
+    nats per token): pooled over seeds document by document, in nats, never scaled to points."""
+    def loss_summary(rise: float) -> dict:
+        before = {"gsm8k_train_solutions": {"metric": "loss", "items": [1.0, 1.2, 0.8, 1.1]}}
+        after = {"gsm8k_train_solutions": {"metric": "loss", "items": [x + rise for x in (1.0, 1.2, 0.8, 1.1)]}}
+        return forgetting.summarise_loss(before, after)
+    pooled = retention.across_seeds([loss_summary(0.02), loss_summary(0.04)], [1, 2])
+    assert pooled["unit"] == "nats" and pooled["mean"] == pytest.approx(0.03) and not pooled["approximate"]
+    assert tables.fmt_forgetting(pooled).endswith("nats") and "+0.030" in tables.fmt_forgetting(pooled)
+    cloze = retention.across_seeds([summary([1] * 4 + [0] * 36)] * 2, [1, 2])
+    assert cloze["unit"] == "pts" and retention.across_seeds([loss_summary(0.02), summary([0] * 4)], [1, 2]) is None

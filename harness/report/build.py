@@ -7,6 +7,7 @@ by file atomically, so a failure while building leaves the previous report untou
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -49,7 +50,8 @@ def paper_train_set(family_name: str) -> str | None:
 
 
 def build(records: list[dict], corrupt: list, published=None, source_label: str = "results/runs",
-          predictions_dir: Path | None = None, reference: str = "lora") -> Report:
+          predictions_dir: Path | None = None, reference: str = "lora",
+          study_selection: dict | None = None) -> Report:
     """Every output file's content from the records (pure apart from reading task configs)."""
     split = {True: [], False: []}  # tuning runs hold validation numbers only: tabled apart
     for r in records:
@@ -65,7 +67,7 @@ def build(records: list[dict], corrupt: list, published=None, source_label: str 
     # counted per record (a record scored two ways gives two rows)
     status = {r["run_id"]: r["status"] for r in rows} | {r.get("run_id"): r.get("status") for r in tuning_records}
     report = Report(files={}, n_records=len(status), n_ok=sum(s == "ok" for s in status.values()), corrupt=corrupt)
-    report.tuning = tuning.selection_table(tuning_records)
+    report.tuning = tuning.selection_table(tuning_records, (study_selection or {}).get("selection"))
     if report.tuning is not None:
         report.files.update({"lr_selection.md": render.markdown(report.tuning),
                              "lr_selection.csv": render.csv_text(report.tuning),
@@ -131,8 +133,10 @@ def main(argv=None) -> int:
             published = load_published()
         except (OSError, ValueError) as exc:
             print(f"warning: published results not shown: {exc}", file=sys.stderr)
+    chosen = directory.parent / "selection.json"  # a study's choice, with where each rate sits in its grid
     report = build(records, corrupt, published, source_label=str(directory),
-                   predictions_dir=directory.parent / "predictions", reference=args.reference)
+                   predictions_dir=directory.parent / "predictions", reference=args.reference,
+                   study_selection=json.loads(chosen.read_text()) if chosen.is_file() else None)
     for c in report.corrupt[len(corrupt):]:  # records that parsed but hold something else
         print(c, file=sys.stderr)
     if not report.n_records:

@@ -20,16 +20,24 @@ import numpy as np
 from harness import stats
 
 
+def unit(summary: dict) -> str:
+    """'pts' for accuracy sets (before - after, in points), 'nats' for cross-entropy sets (after -
+    before, nats per token; harness.forgetting.summarise_loss). Positive is forgotten in both."""
+    return "nats" if summary.get("measure") == "loss" else "pts"
+
+
 def _item_scores(summaries: list[dict]) -> list[np.ndarray] | None:
-    """Per retention set, seeds x items of 100 * (before - after); None unless every seed kept its
+    """Per retention set, seeds x items of the per-item forgetting (100 * (before - after) for
+    accuracy sets, after - before losses for cross-entropy sets); None unless every seed kept its
     per-item differences on the same sets and item counts."""
     sets = list((summaries[0].get("sets") or {}))
+    key, scale = ("item_loss_diffs", 1.0) if unit(summaries[0]) == "nats" else ("item_diffs", 100.0)
     out = []
     for name in sets:
-        rows = [(s.get("sets") or {}).get(name, {}).get("item_diffs") for s in summaries]
+        rows = [(s.get("sets") or {}).get(name, {}).get(key) for s in summaries]
         if any(r is None for r in rows) or len({len(r) for r in rows}) != 1 or not rows[0]:
             return None
-        out.append(100.0 * np.asarray(rows, dtype=float))
+        out.append(scale * np.asarray(rows, dtype=float))
     return out or None
 
 
@@ -51,9 +59,13 @@ def across_seeds(summaries: list[dict | None], seeds: list) -> dict | None:
     None when a member has no forgetting summary."""
     if not summaries or any(not s for s in summaries):
         return None
+    if len({unit(s) for s in summaries}) != 1:
+        return None  # seeds measured differently (an old and a new suite): nothing to pool
     strata = _item_scores(summaries)
     if strata is None:
-        return _approximate(summaries)
-    out = stats.bootstrap([stats.Scores.of(seeds, strata)], bounds=(-100.0, 100.0))
+        approx = _approximate(summaries)
+        return approx and {**approx, "unit": unit(summaries[0])}
+    bounds = (-100.0, 100.0) if unit(summaries[0]) == "pts" else (-math.inf, math.inf)
+    out = stats.bootstrap([stats.Scores.of(seeds, strata)], bounds=bounds)
     return {"mean": out["mean"], "low": out["low"], "high": out["high"], "seed_variance": out["seed_variance"],
-            "approximate": False, "seeds": len(seeds)}
+            "approximate": False, "seeds": len(seeds), "unit": unit(summaries[0])}

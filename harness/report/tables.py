@@ -66,6 +66,8 @@ def fmt_forgetting(ci: dict | None) -> str:
     if not ci or not _present(ci.get("mean")):
         return MISSING
     marks = ("~" if ci["approximate"] else "") + ("" if ci["seed_variance"] else "¹")
+    if ci.get("unit") == "nats":  # cross-entropy of held-out text, after - before
+        return f"{ci['mean']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}] nats{marks}"
     return f"{ci['mean']:+.1f} [{ci['low']:+.1f}, {ci['high']:+.1f}]{marks}"
 
 
@@ -132,7 +134,7 @@ def efficiency_table(groups: list[dict]) -> Table:
             "memory measured as": g["mem_kind"] or MISSING,
             "train tokens/s": fmt_num(m("tokens_per_second")),
             "eval questions/s": fmt_num(m("eval_qps")),
-            "forgetting (pts, 95% CI)": fmt_forgetting(g["forgetting_ci"]),
+            "forgetting (95% CI)": fmt_forgetting(g["forgetting_ci"]),
             "parse failures (%)": fmt_num(100 * m("parse_failure_rate"), 2)
             if _present(m("parse_failure_rate")) else MISSING,
             "device": ", ".join(g["devices"]),
@@ -149,8 +151,11 @@ def efficiency_table(groups: list[dict]) -> Table:
     notes = ["Peak memory per phase: 'CUDA peak allocated' (torch.cuda.max_memory_allocated) on GPUs, "
              "'CPU peak RSS' (VmHWM) on CPU; the two are not comparable. The base model (method none) "
              "does not train: no train memory or throughput.",
-             "Forgetting: points lost (before - after fine-tuning) on the retention suite (harness.forgetting: "
-             "cloze-scored, each set at its standard lm-eval metric), averaged over the sets; 95% interval from "
+             "Forgetting, measured out of the run's domain (harness.forgetting): for arithmetic runs, points lost "
+             "(before - after fine-tuning) on cloze-scored HellaSwag, ARC-Challenge and WinoGrande at their standard "
+             "lm-eval metrics; for commonsense runs, 'nats': the rise in cross-entropy (after - before, nats per "
+             "token) of held-out GSM8K reference solutions. Positive is forgotten in both. Averaged over the sets; "
+             "95% interval from "
              "the report's two-level bootstrap over the seeds and the same items, paired before/after "
              "(harness.report.retention). ~: records without per-item differences (written before they were "
              "kept): a conservative normal approximation from each seed's interval and the spread between the "

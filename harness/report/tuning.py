@@ -20,8 +20,10 @@ def _cell(point: dict, chosen: bool) -> str:
     return f"{text} ✓" if chosen else text
 
 
-def selection_table(records: list[dict]) -> Table | None:
-    """None when there are no tuning records (a plain sweep)."""
+def selection_table(records: list[dict], chosen: dict | None = None) -> Table | None:
+    """None when there are no tuning records (a plain sweep). `chosen`: the study's selection.json
+    "selection" (method -> entry), whose position (interior / at the cap / grid edge) and noise flag
+    the note shows; without it the note comes from the grid alone."""
     grids = defaultdict(list)
     for rec in records:
         info = rec.get("run_info") or {}
@@ -36,10 +38,13 @@ def selection_table(records: list[dict]) -> Table | None:
         rows.append({"model": model, "method": method, "task": task,
                      "grid: lr: validation loss (accuracy)": " · ".join(_cell(g, g is best) for g in grid),
                      "chosen lr": f"{best['lr']:.2g}" if best else MISSING,
-                     "note": f"{edge} rate of the grid" if edge else ""})
+                     "note": selection.note((chosen or {}).get(method), edge)})
     data = pd.DataFrame(rows)
     notes = [f"Chosen by the {selection.RULE}; ✓: the chosen rate, the one the final runs trained with.",
              "Validation: a fixed held-out slice of the training set (train.val_size records, the same for "
              "every rate and seed); accuracy on its first train.val_accuracy_items records. No test set is read.",
-             "A chosen rate at an end of the grid means a wider grid might do better."]
+             "interior: a tried rate on each side; at the cap: the grid was extended by its factor to "
+             "study.lr_cap and the chosen rate is its end (the optimum may lie beyond it); grid edge: an end of "
+             "a grid not extended; within noise: margin over the runner-up < 2 standard errors of the "
+             "validation loss."]
     return Table("Learning-rate selection (the study's tuning runs)", data, data, notes)
