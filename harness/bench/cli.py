@@ -204,7 +204,7 @@ def run_evaluations(s: Settings) -> tuple[dict | None, dict | None, dict | None]
     try:
         if s.eval_questions:
             say(f"evaluation: {s.eval_questions} {s.eval_set.name} questions: reference (beam 4, batch 1), plain "
-                f"batched greedy, harness" + (", harness in bf16" if "bf16" in s.levers else ""))
+                f"batched greedy, harness per item and batched")
             by_precision = {str(dtype).replace("torch.", "").replace("float32", "fp32").replace("bfloat16", "bf16"): model}
             if "bf16" in s.levers and dtype != torch.bfloat16 and models.fast_bf16(s.device):
                 by_precision["bf16"] = training.build(cfg, s.device, torch.bfloat16)[0]

@@ -118,8 +118,10 @@ def markdown(doc: dict) -> str:
              f"Trainer (every flag a careful user sets here). Targets, on each method's fastest harness row: "
              f"≥ {TARGET_TRAIN_SPEEDUP:g}× the reference's tokens/s and ≥ {TARGET_TUNED_SPEEDUP:g}× the tuned "
              f"Trainer's, at ≤ {TARGET_MEMORY_RATIO:g}× the peak memory of either; met by {', '.join(met) or 'no method'} of "
-             f"{len(doc['training'])}. A row whose mean loss over the steps differs from the reference's by more than "
-             f"3% is flagged (a different objective, or losses averaged differently over a step's micro-batches)."]
+             f"{len(doc['training'])}. A row whose mean loss over the steps differs from the tuned Trainer's by more than "
+             f"3% is flagged (a different objective, or losses averaged differently over a step's micro-batches); the "
+             f"reference trains with LLM-Adapters' left padding, which makes each padded row's first token a target "
+             f"(its loss runs a few percent higher)."]
     if not doc.get("complete", True):
         lines += ["", f"**Partial**: the bench stopped after {len(doc['training'])} of {len(c['methods'])} methods "
                       f"(this file was written after each method); no evaluation comparison."]

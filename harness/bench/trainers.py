@@ -6,7 +6,8 @@
   train_sampling_strategy="random"), AdamW (`adamw_torch`), linear warmup and decay, fp16 on a GPU
   as they run it, fp32 on a CPU;
 - trainer_tuned: the same with every flag a careful user sets on this hardware: length grouping,
-  bf16 autocast where it is fast (GPUs; CPUs with AMX or AVX512-BF16), fused AdamW on a GPU;
+  bf16 autocast where it is fast (GPUs; CPUs with AMX or AVX512-BF16), fused AdamW on a GPU, and
+  right padding (LLM-Adapters' left padding makes each padded row's first token a target);
 - trl_padding_free: TRL's `SFTTrainer` with `padding_free=True` and the tuned flags (every micro-batch one packed row,
   position ids restarting per example; transformers turns those into a block-diagonal mask for
   sdpa/eager, flash-attention's varlen kernels on a GPU, so examples do not attend to each other).
@@ -120,7 +121,11 @@ def _result(trainer, clock: StepClock) -> dict:
 def trainer_loop(model, tok, examples, cfg, steps, device, warmup, tuned: bool = False) -> dict:
     """transformers.Trainer as LLM-Adapters runs it (tuned: group_by_length, bf16 where fast, fused AdamW on a GPU)."""
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
-    tok.padding_side = "left"  # LLM-Adapters' finetune.py sets it (for batched inference), and trains so
+    # LLM-Adapters' finetune.py sets left padding (for batched inference) and trains so: every padded
+    # row's first real token then becomes a target predicted from a padding position (the loss counts
+    # it), which raises the loss ~3% here and can turn it NaN where a padding query attends to nothing.
+    # A careful user trains with right padding.
+    tok.padding_side = "right" if tuned else "left"
     collator = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt", padding=True)
     clock = StepClock(model, device)
     with tempfile.TemporaryDirectory() as out:
