@@ -21,6 +21,7 @@ per-step hook (AdaLoRA's rank budget) through a callback.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -190,6 +191,10 @@ class Collator:
     with -100) or one packed row per micro-batch. Only input_ids and labels are passed on."""
 
     def __init__(self, tok, packing: bool):
+        # a copy padding right, whatever side the caller's tokenizer pads (evaluation sets it left):
+        # left padding would make each padded row's first real token a target predicted from padding
+        tok = copy.copy(tok)
+        tok.padding_side = "right"
         self.inner = (DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE) if packing else
                       DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE, return_tensors="pt"))
 

@@ -43,8 +43,11 @@ def test_packed_rows_restart_positions_and_hide_each_examples_first_label(tiny):
     assert packed["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
     assert packed["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
     assert packed["labels"].tolist() == [[IGNORE, 6, 7, IGNORE, 9]] and "attention_mask" not in packed
+    tok.padding_side = "left"  # as evaluation leaves it: training pads right regardless
     padded = Collator(tok, packing=False)(ex)
-    assert padded["input_ids"].shape == (2, 3) and padded["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert tok.padding_side == "left"
+    tok.padding_side = "right"
+    assert tuple(padded["input_ids"].shape) == (2, 3) and padded["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert padded["labels"].tolist() == [[5, 6, 7], [IGNORE, 9, IGNORE]]
     # the same label targets: the loss counts labels[:, 1:] in both layouts
     assert int((packed["labels"][:, 1:] != IGNORE).sum()) == int((padded["labels"][:, 1:] != IGNORE).sum()) == 3
