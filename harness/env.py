@@ -90,7 +90,20 @@ def device_info(device: torch.device) -> dict:
                     cuda_capability=f"{props.major}.{props.minor}")
     else:
         info["device_name"] = "cpu"
+    info["cpu_model"] = cpu_model()
     return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the platform's processor string: CPU speeds are only
+    comparable on the same model."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def environment(device: torch.device) -> dict:

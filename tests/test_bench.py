@@ -116,6 +116,38 @@ def test_one_method_gives_one_row(bench, tmp_path):
     assert md.count("| lora |") == 3
 
 
+def test_a_bench_cut_short_is_completed_by_resume(bench, tmp_path, monkeypatch, capsys):
+    """A bench killed during its second method keeps the first's rows (written after each method);
+    --resume measures only what is missing and completes the same document."""
+    args = ("--steps", "2", "--eval-questions", "0", "--levers", "none", "--baselines", "reference",
+            "--cloze-items", "0")
+    real = cli.training.compare_method
+
+    def killed_at_bitfit(cfg, *a, **k):
+        if cfg.method.name == "bitfit":
+            raise KeyboardInterrupt
+        return real(cfg, *a, **k)
+    monkeypatch.setattr(cli.training, "compare_method", killed_at_bitfit)
+    with pytest.raises(KeyboardInterrupt):
+        bench(tmp_path, "--methods", "lora,bitfit", *args)
+    partial, md = only_result(tmp_path)
+    assert not partial["complete"] and [r["method"] for r in partial["training"]] == ["lora"] and "Partial" in md
+    (path,) = tmp_path.glob("*.json")
+    # other settings than the partial document's are refused before any work
+    assert bench(tmp_path, "--methods", "lora,bitfit", *args[:1], "3", *args[2:], "--resume", str(path)) == 2
+    assert "other settings (steps" in capsys.readouterr().err
+    monkeypatch.setattr(cli.training, "compare_method", real)
+    measured = []
+    monkeypatch.setattr(cli.training, "compare_method", lambda cfg, *a, **k: measured.append(cfg.method.name)
+                        or real(cfg, *a, **k))
+    assert bench(tmp_path, "--methods", "lora,bitfit", *args, "--resume", str(path)) == 0
+    doc, md = only_result(tmp_path)  # still one document: the same file, completed
+    assert measured == ["bitfit"] and doc["complete"] and doc["started"] == partial["started"]
+    assert [r["method"] for r in doc["training"]] == ["lora", "bitfit"] and len(doc["resumed"]) == 1
+    assert doc["training"][0] == partial["training"][0] and "Partial" not in md
+    assert bench(tmp_path, "--methods", "lora,bitfit", *args, "--resume", str(path)) == 2  # complete already
+
+
 def test_bad_method_exits_2_before_any_work(bench, tmp_path, capsys):
     assert bench(tmp_path / "out", "--methods", "lora,lorax") == 2
     err = capsys.readouterr().err

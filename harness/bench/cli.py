@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--levers", help="harness levers measured one at a time (default: packing, bf16, "
                         "fused_optimizer, compile); 'none' for the plain harness row only")
     parser.add_argument("--out", default="results/bench", help="output directory (default results/bench)")
+    parser.add_argument("--resume", metavar="BENCH.json", help="continue a partial bench document (one cut short): "
+                        "its measured methods are kept, the others run, and the document is completed in place; "
+                        "the settings must be the ones it was started with")
     return parser.parse_intermixed_args(argv)
 
 
@@ -93,6 +96,7 @@ class Settings:
     baselines: list = field(default_factory=list)
     levers: list = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
+    resume: dict | None = None  # the partial document being completed, with its path
 
 
 def _override_key(item: str) -> str:
@@ -180,7 +184,7 @@ def resolve(args: argparse.Namespace, argv: list[str]) -> Settings:
     baselines = parse_list(args.baselines, BASELINES, BASELINES, "--baselines")
     if "reference" not in baselines:
         raise ConfigError("--baselines must include reference: every ratio is against it")
-    return Settings(device=device, model=base.model.name, overrides=overrides, base=base, configs=configs,
+    settings = Settings(device=device, model=base.model.name, overrides=overrides, base=base, configs=configs,
                     baselines=baselines, levers=levers,
                     skipped=skipped, steps=steps, train_records=train_records, train_provenance=provenance,
                     eval_questions=n_eval, eval_set=ts, eval_records=eval_records,
@@ -188,6 +192,41 @@ def resolve(args: argparse.Namespace, argv: list[str]) -> Settings:
                     cloze_items=_positive("--cloze-items", args.cloze_items if args.cloze_items is not None
                                           else pick(DEFAULT_CLOZE_ITEMS), minimum=0),
                     argv=list(argv))
+    if args.resume:
+        settings.resume = load_partial(Path(args.resume), settings)
+    return settings
+
+
+# what must be equal for a resumed bench's rows to be one measurement with the new ones
+RESUME_KEYS = ("model", "device", "steps", "baselines", "levers", "overrides", "train_examples", "run_config",
+               "eval_set", "eval_questions", "eval_max_new_tokens", "cloze_items", "suite")
+
+
+def load_partial(path: Path, s: Settings) -> dict:
+    """The partial document --resume continues, checked against this invocation's settings."""
+    import json
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--resume {path}: cannot read a bench document ({exc})") from exc
+    if doc.get("kind") != "peft-bench/bench":
+        raise ConfigError(f"--resume {path} is not a bench document (kind {doc.get('kind')!r})")
+    if doc.get("complete"):
+        raise ConfigError(f"--resume {path} is complete already; start a new bench instead")
+    new = document(s, datetime.now(timezone.utc), [], {}, complete=False)["config"]
+    differ = [k for k in RESUME_KEYS if doc["config"].get(k) != new.get(k)]
+    if differ:
+        raise ConfigError(f"--resume {path} was started with other settings ({', '.join(differ)}); "
+                          f"rerun with the command in its config.argv: {' '.join(doc['config'].get('argv', []))}")
+    done = [row["method"] for row in doc.get("training", [])]
+    if not set(done) <= set(s.configs):
+        raise ConfigError(f"--resume {path} measured {done}; --methods must include them all")
+    here = env.environment(s.device)
+    same = ("device_name", "cpu_count") + (("cpu_model",) if "cpu_model" in doc["environment"] else ())
+    if any(doc["environment"].get(k) != here.get(k) for k in same):
+        raise ConfigError(f"--resume {path} was measured on another machine ({doc['environment'].get('device_name')}, "
+                          f"{doc['environment'].get('cpu_count')} cores); start a new bench here")
+    return {"doc": doc, "path": path}
 
 
 def say(msg: str) -> None:
@@ -248,6 +287,8 @@ def document(s: Settings, started: datetime, rows: list[dict], evaluations: dict
                     "train_speedup_vs_tuned_min": training.TARGET_TUNED_SPEEDUP,
                     "suite_seconds_max": evaluation.TARGET_SUITE_SECONDS},
         "training": rows, "skipped": s.skipped, **evaluations,
+        "resumed": ([*s.resume["doc"].get("resumed", []), datetime.now(timezone.utc).isoformat()]
+                    if s.resume else []),
     }
 
 
@@ -255,8 +296,16 @@ def run(s: Settings) -> int:
     started = datetime.now(timezone.utc)
     stem = report.output_stem(s.out, s.device, s.model, started)
     rows: list[dict] = []
+    if s.resume:
+        doc = s.resume["doc"]
+        started, rows = datetime.fromisoformat(doc["started"]), list(doc["training"])
+        stem = s.resume["path"].parent / s.resume["path"].name.removesuffix(".json")
+        say(f"resuming {s.resume['path']}: kept {', '.join(r['method'] for r in rows)}")
+    done = {row["method"] for row in rows}
     nothing = {"evaluation": None, "suite": None, "cloze": None, "evaluation_error": None}
     for name, cfg in s.configs.items():
+        if name in done:
+            continue
         say(f"{name}: {', '.join(s.baselines)}, harness and its levers ({', '.join(s.levers) or 'none'}), "
             f"{s.steps} optimizer steps each")
         row = training.compare_method(cfg, s.train_records, s.steps, s.levers, s.baselines)
