@@ -24,6 +24,7 @@ from harness.errors import ConfigError, Diverged, HarnessError
 from harness.measure import Laps
 from harness.train import accumulation_steps, tokenize_examples, total_steps, train
 from harness.train_state import Checkpoints
+from harness.validate import check_against_model
 
 log = logging.getLogger("harness")
 
@@ -71,6 +72,10 @@ def load_data(plan: Plan) -> Loaded:
     if plan.trains:
         train_records, provenance = tasks.load_train_set(plan.train_set, c.cache_dir)
         train_records, val_records, val_info = validation.split(train_records, c.train.val_size)
+        if not train_records:  # every loop over the training data would end at once, or never
+            raise ConfigError(f"train.val_size={c.train.val_size} holds out all {len(val_records)} records of "
+                              f"{plan.train_set.name}: none is left to train on; set train.val_size below "
+                              f"{len(val_records)}")
         ds = data.to_dataset(train_records).shuffle(seed=c.seed)
         available = min(len(ds), c.train.limit) if c.train.limit else len(ds)
         keep = available
@@ -139,6 +144,7 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
         dist.barrier()
     set_seed(c.seed)
     model, tok, info = models.load(c.model, c.method, device, dtype, c.cache_dir)
+    check_against_model(c, model)  # what only the loaded model tells: nothing is written yet
     laps("load")
     out["model_info"] = info
     out["memory"] = {"weights_only": measure.current_memory(device)}
@@ -177,13 +183,13 @@ def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
             dist.barrier()
         val_examples = tokenize_examples(loaded.validation, tok, c.train.cutoff_len, c.train.train_on_inputs, style)
         # each validation pass refills validation_final with per-example losses (the selection's noise)
-        validate = ((lambda: validation.loss(model, tok, val_examples, c.eval.batch_size, device, dtype,
-                                             detail=out.setdefault("validation_final", {})))
-                    if val_examples and dist.main else None)
+        validation_pass = ((lambda: validation.loss(model, tok, val_examples, c.eval.batch_size, device, dtype,
+                                                    detail=out.setdefault("validation_final", {})))
+                           if val_examples and dist.main else None)
         out["train_info"] = train(model, tok, examples, c.train, lr=c.method.lr, seed=c.seed, device=device,
                                   dtype=dtype, method_cfg=c.method,
                                   flops_per_token=plan.method.flops_per_param_token * total, on_log=tracker.log,
-                                  dist=dist, checkpoints=checkpoints, validate=validate,
+                                  dist=dist, checkpoints=checkpoints, validate=validation_pass,
                                   save_full_to=str(plan.paths.checkpoint) if dist.fsdp else None)
         if c.train.val_accuracy_items and dist.main:
             out["train_info"]["validation_accuracy"] = validation.accuracy(

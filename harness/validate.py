@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
+import typing
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from harness import cloze, data, methods, models, tasks
 from harness.errors import ConfigError
@@ -120,6 +124,40 @@ def peft_arguments(class_name: str) -> set[str]:
     return {f.name for f in dataclasses.fields(getattr(peft, class_name)) if f.init} - HARNESS_SETS
 
 
+def value_fits(value, hint) -> bool:
+    """Whether a config value is of a type annotation's kind (peft's config dataclasses): ints,
+    floats (an int is a float), bools, strings, literals, optional, unions, lists and dicts of them.
+    A type this does not know (an enum, a class) is left to peft's constructor."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any:
+        return True
+    if value is None:
+        return hint is type(None) or (origin in (typing.Union, types.UnionType) and type(None) in args)
+    if origin in (typing.Union, types.UnionType):
+        return any(value_fits(value, a) for a in args)
+    if origin is typing.Literal:  # peft writes a parameterised choice as 'pissa_niter_[number of iters]'
+        return value in args or any(isinstance(a, str) and "[" in a and isinstance(value, str) and
+                                    value.startswith(a.split("[")[0]) for a in args)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, set) or hint in (list, tuple, set):
+        return isinstance(value, (list, tuple)) and all(value_fits(v, args[0]) for v in value) if args else \
+            isinstance(value, (list, tuple))
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def type_name(hint) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
 def check_peft_keys(m, spec: methods.Method) -> None:
     """method.peft must hold keyword arguments of the method's peft config class. A key another
     method's class takes (lora_dropout in a sweep over lora and prompt_tuning) is not a typo: this run
@@ -132,6 +170,11 @@ def check_peft_keys(m, spec: methods.Method) -> None:
         if key not in valid and key not in elsewhere:
             raise ConfigError(f"method.peft.{key} is not a {spec.peft_config} argument"
                               f"{did_you_mean(key, valid, 'method.peft.')}; valid: {', '.join(sorted(valid))}")
+    hints = typing.get_type_hints(cls)
+    for key, value in OmegaConf.to_container(m.peft, resolve=True).items():
+        if key in valid and key in hints and not value_fits(value, hints[key]):
+            raise ConfigError(f"method.peft.{key}={value!r} is not what {spec.peft_config}.{key} takes "
+                              f"({type_name(hints[key])})")
     for key in ("r", "num_virtual_tokens"):
         if key in m.peft and not m.peft[key] > 0:
             raise ConfigError(f"method.peft.{key}={m.peft[key]} must be positive")
@@ -270,3 +313,25 @@ def check_device(device: str, t, here: bool = True) -> None:
     resolved = models.resolve_device(device)  # cuda asked for but not there: a ModelError
     if t.fused_loss == "liger" and resolved.type != "cuda":
         raise ConfigError("train.fused_loss=liger needs a CUDA device; use train.fused_loss=auto or torch")
+
+
+def check_against_model(cfg, model) -> None:
+    """The checks that need the loaded model (run right after loading, before the method is applied
+    or anything trains): the context length and the module names a recipe targets."""
+    m = cfg.method
+    context = getattr(getattr(model.config, "text_config", model.config), "max_position_embeddings", None)
+    if methods.get(m.name).trains and context and cfg.train.cutoff_len > context:
+        raise ConfigError(f"train.cutoff_len={cfg.train.cutoff_len} is beyond {cfg.model.name}'s context length "
+                          f"({context} positions); set train.cutoff_len <= {context}")
+    wanted = {}
+    if "peft" in m and OmegaConf.is_list(m.peft.get("target_modules")):  # a string is a regex or all-linear
+        wanted["method.peft.target_modules"] = list(m.peft.target_modules)
+    if "bitfit_targets" in m and m.bitfit_targets:
+        wanted["method.bitfit_targets"] = list(m.bitfit_targets)
+    names = [n for n, _ in model.named_modules()]
+    for key, targets in wanted.items():
+        missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+        if missing:
+            leaves = sorted({n.rsplit(".", 1)[-1] for n, mod in model.named_modules() if n and not any(mod.children())})
+            raise ConfigError(f"{key}: {missing} name no module of {cfg.model.name}; its layers are "
+                              f"{', '.join(leaves)}")
