@@ -219,6 +219,20 @@ def test_timings_from_another_device_are_not_compared(dirs, capsys):
     assert "not comparable: different device" in out
 
 
+def test_timings_from_another_cpu_model_are_not_compared(dirs, capsys):
+    """CPU records all say device 'cpu': the CPU model tells an AMD EPYC from an Intel with AMX (the
+    default baseline once failed 17 tokens/s rows for being rerun on the other machine)."""
+    baseline, current = dirs
+    for path in (current / "runs").glob("*.json"):
+        edit(path, lambda r: r["meta_info"].update(cpu_model="AMD EPYC"))
+    for path in (baseline / "runs").glob("*.json"):
+        edit(path, lambda r: r["meta_info"].update(cpu_model="Intel(R) Xeon(R) Platinum 8488C"))
+    edit(current / "runs" / LORA_ARITH, lambda r: r["train_info"]["throughput"].update(tokens_per_second=1.0))
+    code, out, _ = gate(baseline, current, capsys)
+    assert code == 0 and result_of(out, "lora", "arithmetic", "train tokens/s") == "SKIP"
+    assert "not comparable: different device" in out
+
+
 def test_a_missing_run_fails_unless_allowed(dirs, capsys):
     baseline, current = dirs
     (current / "runs" / LORA_COMMON).unlink()

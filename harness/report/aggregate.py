@@ -84,10 +84,12 @@ def memory_gib(phase: dict | None) -> tuple[float | None, str | None]:
 
 def device_identity(meta: dict) -> str | None:
     """What throughput and memory are comparable across: the GPU's name, or for CPU runs the CPU
-    and thread count (every CPU record says just 'cpu')."""
+    model and thread count (every CPU record says just 'cpu'; records before cpu_model give the
+    architecture only, and so never compare with newer ones)."""
     name = meta.get("device_name")
-    if name == "cpu" and (meta.get("cpu") or meta.get("cpu_count")):
-        return f"cpu ({meta.get('cpu') or '?'}, {meta.get('cpu_count') or '?'} threads)"
+    cpu = meta.get("cpu_model") or meta.get("cpu")
+    if name == "cpu" and (cpu or meta.get("cpu_count")):
+        return f"cpu ({cpu or '?'}, {meta.get('cpu_count') or '?'} threads)"
     return name
 
 
