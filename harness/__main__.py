@@ -52,6 +52,8 @@ def main(cfg) -> dict:
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # weight loading and shard writing: a bar per run would bury the sweep's lines
     from harness import sweep
     from harness.config import register_configs
     register_configs()

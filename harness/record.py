@@ -55,6 +55,10 @@ class RunPaths:
     def train_state(self) -> Path:
         return self.results_dir / "train_state" / self.run_id
 
+    @property
+    def log(self) -> Path:
+        return self.results_dir / "logs" / f"{self.run_id}.log"
+
 
 # ---- reading ---------------------------------------------------------------------------------
 # The one reader of record files: the runner's skip check, the report, the regression gate, the

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
@@ -292,6 +293,37 @@ def reusable_record(plan: Plan) -> dict | None:
     return None
 
 
+@contextmanager
+def run_log(path: Path | None):
+    """Everything logged at INFO during a run (and Python's warnings, libraries' included) goes to the
+    run's own log file; the console shows warnings only (conf/hydra/job_logging/harness.yaml). The
+    file is opened at the first line and removed when the run is refused as bad input."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root, warnings_log = logging.getLogger(), logging.getLogger("py.warnings")
+    logging.captureWarnings(True)  # warnings.warn now logs to py.warnings
+    propagate = warnings_log.propagate
+    warnings_log.propagate = False  # library deprecation chatter: to the file, not the console
+    root.addHandler(handler)
+    warnings_log.addHandler(handler)
+    try:
+        yield
+    except HarnessError:
+        handler.close()
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        root.removeHandler(handler)
+        warnings_log.removeHandler(handler)
+        warnings_log.propagate = propagate
+        logging.captureWarnings(False)
+        handler.close()
+
+
 def run(cfg) -> dict:
     """Run one configuration (or skip it if its record is complete); return its record.
     With several processes every rank runs this; only rank 0 writes."""
@@ -307,10 +339,18 @@ def run(cfg) -> dict:
     loaded = load_data(plan)  # bad data stops here, before anything is started or written
     if dist.main:
         record.check_writable(plan.paths.results_dir)
+    with run_log(plan.paths.log if dist.main else None):
+        return run_loaded(plan, loaded, dist, device)
+
+
+def run_loaded(plan: Plan, loaded: Loaded, dist: Dist, device: torch.device) -> dict:
+    """The run once its data is read: estimate, train and evaluate, write the record."""
+    cfg = c = plan.cfg
     rec = {"schema": record.SCHEMA_VERSION, "run_id": plan.run_id, "status": "running", "error": None,
            "warnings": plan.warnings,
            "run_info": {"model": c.model.name, "method": c.method.name, "task": c.task.name, "seed": c.seed,
                         "train_set": c.task.train_set, "started": datetime.now(timezone.utc).isoformat(),
+                        "log": str(plan.paths.log) if dist.main else None,
                         "config": secrets.redact(plan.resolved)},
            "meta_info": {**env.environment(device), "world_size": dist.world}}
     estimate = vram_estimate(plan, device)

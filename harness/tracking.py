@@ -156,7 +156,8 @@ def start(cfg, run_id: str, resolved: dict, init_timeout: float | None = None):
                   config=secrets.redact(resolved), job_type=str(cfg.task.name), reinit="finish_previous",
                   tags=[str(cfg.model.name), str(cfg.method.name), str(cfg.task.name),
                         f"git:{(git['git_sha'] or 'none')[:8]}"],
-                  settings=wandb.Settings(init_timeout=init_timeout))
+                  # silent: no banner and summary per run on the console (a sweep prints one line per run)
+                  settings=wandb.Settings(init_timeout=init_timeout, silent=True))
     failure = None
     if mode == "online":
         try:
@@ -167,6 +168,7 @@ def start(cfg, run_id: str, resolved: dict, init_timeout: float | None = None):
             failure = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         mode = "offline"
     run = _init(wandb, mode=mode, **kwargs)
+    log.info("W&B run %s (%s): %s", run_id, mode, os.path.dirname(run.dir))
     if failure:
         log.warning("W&B online start failed (%s); run %s is tracked offline instead, sync it later with "
                     "`wandb sync %s`", failure, run_id, os.path.dirname(run.dir))

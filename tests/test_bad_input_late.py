@@ -18,6 +18,7 @@ def refused(compose_run, tmp_path, *overrides) -> str:
     with pytest.raises(ConfigError) as exc:
         runner.run(cfg)
     assert not list(results.rglob("*.json")) and not list(results.rglob("*.jsonl"))
+    assert not list(results.rglob("*.log"))  # the run's log is removed with a refused run
     return str(exc.value)
 
 

@@ -132,8 +132,19 @@ def test_wandb_mode_env_is_honoured_over_a_key(tmp_path, work_dirs):
     done = cli(tmp_path / "results", work_dirs["cache"], "method=bitfit", "wandb.enabled=true",
                env={"WANDB_API_KEY": "f" * 40, "WANDB_MODE": "offline"})
     assert done.returncode == 0, done.stderr[-2000:]
-    assert list((tmp_path / "results" / "runs").glob("*.json"))
+    (path,) = (tmp_path / "results" / "runs").glob("*.json")
     assert list((tmp_path / "results" / "wandb").rglob("offline-run-*"))  # W&B followed results_dir
+    # output is for people: no W&B banner or summary, no weight-loading bar, no library warnings on the
+    # console; the scores and warnings are in the run's own log, which the record names
+    console = done.stdout + done.stderr
+    assert not any(line.startswith("wandb:") for line in console.splitlines()), console[-3000:]
+    assert "Loading weights" not in console and "Warning:" not in console, console[-3000:]
+    assert len(done.stdout.splitlines()) <= 3, done.stdout
+    rec = json.loads(path.read_text())
+    run_log = Path(rec["run_info"]["log"])
+    assert run_log == tmp_path / "results" / "logs" / f"{rec['run_id']}.log"
+    text = run_log.read_text()
+    assert "gsm8k:" in text and "W&B run" in text and "evaluation:" in text
 
 
 def test_results_dir_moves_cache_and_wandb(tmp_path):

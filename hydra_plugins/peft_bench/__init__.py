@@ -8,15 +8,12 @@ GPUs and one task per GPU. A job with several tasks runs data-parallel, see harn
 """
 from __future__ import annotations
 
-import logging
 from typing import Sequence
 
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 from omegaconf import OmegaConf
 
 from harness.launcher import MAX_GPUS_PER_NODE, gpus_needed
-
-log = logging.getLogger(__name__)
 
 
 class _VramSized:
@@ -41,7 +38,8 @@ class _VramSized:
         offset = 0
         for gpus in sorted(set(needs)):
             members = [i for i, n in enumerate(needs) if n == gpus]
-            log.info("%d run(s) need %d GPU(s)", len(members), gpus)
+            # the sizing the user asked for is news, not chatter: on the console with the sweep's lines
+            print(f"{len(members)} run(s) need {gpus} GPU(s): one job array", flush=True)
             self.params = {**base, **self.resources(gpus)}
             try:
                 group = super().launch([job_overrides[i] for i in members], initial_job_idx + offset)
