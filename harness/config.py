@@ -307,10 +307,3 @@ def register_configs() -> None:
 
 
 CONF_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf"
-
-
-def compose(overrides: list[str] | tuple = ()):
-    """The checked, resolved config of one run for `overrides`, as `python -m harness <overrides>`
-    would see it (harness.overrides: names, types, applicability, ranges; no run directory)."""
-    from harness.overrides import resolve_one
-    return resolve_one(list(overrides))

@@ -50,17 +50,6 @@ def suite(fcfg, task: str | None = None) -> list:
     return validate.check_retention_suite(fcfg, task)
 
 
-def records_of(s, limit: int) -> list[dict]:
-    """The first `limit` records a retention set is scored on (the shipped files: the suite must not
-    change with network access; HellaSwag is the approximate rebuild)."""
-    if isinstance(s, tasks.HeldOutText):
-        from harness import data
-        records, _ = data.shipped(s.shipped)
-    else:
-        records, _ = tasks.load_test_set(s, "", "approx")
-    return tasks.select(records, limit)
-
-
 def text_losses(model, tok, text: tasks.HeldOutText, records: list[dict], device) -> list[dict]:
     """Per document: the mean cross-entropy (nats) of its continuation's tokens given its context,
     and their number. Each document is one forward of its own (harness.cloze.loglikelihoods with one
@@ -82,7 +71,7 @@ def score(model, tok, fcfg, style: str, device, cache_dir: str, task: str | None
     (harness.evaluate.evaluation_dtype; None: the model as it is)."""
     sets, texts = [], []
     for s in suite(fcfg, task):
-        (texts if isinstance(s, tasks.HeldOutText) else sets).append((s, records_of(s, fcfg.limit)))
+        (texts if isinstance(s, tasks.HeldOutText) else sets).append((s, tasks.retention_records(s, fcfg.limit)))
     out = {}
     if texts:
         with evaluate.at_precision(model, precision):

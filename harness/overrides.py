@@ -13,6 +13,7 @@ Anything wrong is one ConfigError (the CLIs print it on one line and exit 2).
 """
 from __future__ import annotations
 
+import itertools
 import re
 import typing
 from dataclasses import fields, is_dataclass
@@ -113,7 +114,6 @@ def check_names(overrides: list[str]) -> list[str]:
 def expand(overrides: list[str], multirun: bool) -> tuple[list[list[str]], bool]:
     """The override list of every run, and whether this is a multirun (-m, a sweep preset, or a
     preset's hydra.mode). A sweep preset's parameters come first; the command line wins."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     parsed = parse(overrides)
     params: list[str] = []
     for o in parsed:
@@ -127,7 +127,22 @@ def expand(overrides: list[str], multirun: bool) -> tuple[list[list[str]], bool]
         raise ConfigError(f"{sweeping[0]} gives several values: add -m (a sweep), or give one value")
     if not multirun:
         return [list(overrides)], False
-    return BasicSweeper.split_arguments(parse(params + list(overrides)), None)[0], True
+    return runs_of(parse(params + list(overrides))), True
+
+
+def runs_of(parsed) -> list[list[str]]:
+    """Every combination of a sweep's values, in the order Hydra's basic sweeper launches them (the
+    cartesian product over the overrides as given; a later override of a key wins when composed)."""
+    axes = []
+    for o in parsed:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            axes.append([f"{key}={o.get_value_element_as_str()}"])
+        elif o.is_discrete_sweep():
+            axes.append([f"{key}={value}" for value in o.sweep_string_iterator()])
+        else:
+            raise ConfigError(f"{o.input_line}: an interval is not a list of runs; give the values (a,b,c) or range(a,b)")
+    return [list(run) for run in itertools.product(*axes)]
 
 
 # ---- 2. composition --------------------------------------------------------------------------
@@ -169,7 +184,6 @@ def _models_by_source() -> dict:
 def not_applicable(cfg, key: str) -> str | None:
     """Why `key` would be ignored by the run `cfg` (None when the run reads it)."""
     from harness import methods
-    from harness.validate import peft_arguments
     parts = key.split(".")
     spec = methods.get(cfg.method.name)
     if parts[0] == "model" and len(parts) > 1:
@@ -186,9 +200,9 @@ def not_applicable(cfg, key: str) -> str | None:
             readers = [n for n, s in methods.all_methods().items() if parts[1] in s.sections]
             return (f"method.{parts[1]} is read by {', '.join(readers) or 'no method'}; method={spec.name} reads "
                     f"{', '.join(f'method.{s}' for s in ('lr',) + spec.sections)}")
-        if parts[1] == "peft" and len(parts) > 2 and parts[2] not in peft_arguments(spec.peft_config):
+        if parts[1] == "peft" and len(parts) > 2 and parts[2] not in methods.peft_arguments(spec.peft_config):
             readers = [n for n, s in methods.all_methods().items()
-                       if s.peft_config and parts[2] in peft_arguments(s.peft_config)]
+                       if s.peft_config and parts[2] in methods.peft_arguments(s.peft_config)]
             return (f"{key} is an argument of {', '.join(readers)}'s peft config, not of {spec.peft_config} "
                     f"(method={spec.name})")
     if parts[0] == "train" and not spec.trains:

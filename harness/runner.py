@@ -1,4 +1,5 @@
-"""One run, top to bottom: config -> model -> method -> train -> evaluate -> record.
+"""One run, top to bottom: checked config -> data -> the recipe's steps (harness.recipe: model ->
+method -> train -> evaluate -> retention) -> record.
 
 Bad input raises a HarnessError before anything is written. Once work starts, the outcome is
 always a record: status ok, or diverged / oom / failed with the error, written atomically last.
@@ -16,16 +17,12 @@ from typing import NamedTuple
 import torch
 from omegaconf import OmegaConf
 
-from transformers import set_seed
-
-from harness import (atomic, data, env, evaluate, forgetting, measure, methods, models, record, secrets, tasks,
-                     tracking, validate, validation)
+from harness import atomic, data, env, measure, methods, models, record, secrets, tasks, tracking, validate, validation
 from harness.distributed import Dist, setup as dist_setup
 from harness.errors import ConfigError, Diverged, HarnessError
-from harness.measure import Laps
-from harness.train import accumulation_steps, tokenize_examples, total_steps, train
+from harness.recipe import Recipe
+from harness.train import accumulation_steps
 from harness.train_state import Checkpoints
-from harness.validate import check_against_model
 
 log = logging.getLogger("harness")
 
@@ -119,157 +116,6 @@ def vram_estimate(plan: Plan, device: torch.device) -> dict | None:
         "predicted_peak_gib", "predicted_total_gib", "fits", "breakdown")}}
 
 
-def execute(plan: Plan, loaded: tuple, tracker, dist: Dist) -> dict:
-    """Load, fine-tune, evaluate; returns the measured parts of the record (rank 0 evaluates)."""
-    c = plan.cfg
-    device = dist.device or models.resolve_device(c.device)
-    dtype = models.compute_dtype(device, c.train.precision)
-    eval_dtype = evaluate.evaluation_dtype(c.eval.precision, c.train.precision, device)  # every method alike
-    style = c.train.prompt_style
-    if dist.fsdp and plan.method.frozen_base:
-        raise ConfigError("FSDP is for full fine-tuning too big for one GPU; run PEFT methods with one "
-                          "process per GPU (DDP: conf/accelerate/ddp.yaml) or a single process")
-    out: dict = {"device": str(device), "processes": dist.world}
-    laps = Laps()
-    out["phase_seconds"] = laps.seconds
-    tests, train_records, provenance = loaded.tests, loaded.train, loaded.provenance
-    out["data"] = {"train_set": plan.train_set.name, "train": provenance, "train_examples": len(train_records),
-                   "validation": loaded.validation_info,
-                   "test": {n: {**meta, "evaluated": len(recs),
-                                "overlaps_training_data": n in plan.train_set.contaminates}
-                            for n, (ts, recs, meta) in tests.items()}}
-    laps("data")
-    if dist.world > 1:  # rank 0 builds the cached model directory (GGUF conversion) alone
-        if dist.main:
-            models.local_or_hub(c.model, c.cache_dir)
-        dist.barrier()
-    set_seed(c.seed)
-    model, tok, info = models.load(c.model, c.method, device, dtype, c.cache_dir)
-    check_against_model(c, model)  # what only the loaded model tells: nothing is written yet
-    laps("load")
-    out["model_info"] = info
-    out["memory"] = {"weights_only": measure.current_memory(device)}
-
-    before = None
-    if c.forgetting.enabled:
-        if dist.main:  # the base model's scores, before the method touches it
-            key = {"model": c.model.name, "path": info["resolved_path"], "weights": c.model.weights_source,
-                   "quantization": info["quantization"], "dtype": info["dtype"], "device": device.type,
-                   "sets": list(c.forgetting.test_sets), "limit": c.forgetting.limit,
-                   "code_id": env.code_identity()["code_id"]}
-            before, out["forgetting_before_cached"] = forgetting.base_scores(
-                model, tok, c.forgetting, style, device, c.cache_dir, key, task=c.task.name, precision=eval_dtype)
-        dist.barrier()
-        laps("forgetting_before")
-
-    set_seed(c.seed)
-    ctx = methods.MethodContext(tokenizer=tok, model_ref=info["resolved_path"], device=device,
-                                gradient_checkpointing=c.train.gradient_checkpointing,
-                                total_steps=total_steps(c.train, len(train_records)))
-    prepared = methods.apply(model, c.method, ctx)
-    model = prepared.model
-    trainable, total = methods.count_parameters(model)
-    out["method_info"] = prepared.notes
-    out["params"] = {"trainable": trainable, "total": total, "trainable_pct": round(100.0 * trainable / total, 4)}
-    laps("method")
-
-    out["train_info"] = None
-    if plan.trains:
-        examples = tokenize_examples(train_records, tok, c.train.cutoff_len, c.train.train_on_inputs, style)
-        # FSDP shards the parameters across ranks: no checkpoints there (a killed run starts over)
-        checkpoints = Checkpoints(None if dist.fsdp else plan.paths.train_state, c.resume.every_steps,
-                                  c.resume.every_minutes, dist.main)
-        if c.force:  # force=true reruns from step 0
-            checkpoints.clear()
-            dist.barrier()
-        val_examples = tokenize_examples(loaded.validation, tok, c.train.cutoff_len, c.train.train_on_inputs, style)
-        # each validation pass refills validation_final with per-example losses (the selection's noise)
-        validation_pass = ((lambda: validation.loss(model, tok, val_examples, c.eval.batch_size, device, dtype,
-                                                    detail=out.setdefault("validation_final", {})))
-                           if val_examples and dist.main else None)
-        out["train_info"] = train(model, tok, examples, c.train, lr=c.method.lr, seed=c.seed, device=device,
-                                  dtype=dtype, method_cfg=c.method,
-                                  flops_per_token=plan.method.flops_per_param_token * total, on_log=tracker.log,
-                                  dist=dist, checkpoints=checkpoints, validate=validation_pass,
-                                  save_full_to=str(plan.paths.checkpoint) if dist.fsdp else None)
-        if c.train.val_accuracy_items and dist.main:
-            out["train_info"]["validation_accuracy"] = validation.accuracy(
-                model, tok, loaded.validation[:c.train.val_accuracy_items], style, device, c.eval.batch_size,
-                c.eval.max_new_tokens or c.task.max_new_tokens, precision=eval_dtype)
-        out["memory"]["train"] = out["train_info"].pop("memory")
-        if c.save or dist.fsdp:
-            out["checkpoint"] = str(plan.paths.checkpoint)
-            if dist.fsdp:  # Trainer gathered the sharded weights; rank 0 evaluates a full copy of them
-                model = reload_fsdp(model, tok, plan, dist, device, dtype)
-            elif dist.main:
-                atomic.replace_dir(plan.paths.checkpoint, prepared.save)
-    laps("train")
-
-    if dist.main and c.eval.enabled:
-        model.eval()
-        out["eval_merged_adapters"] = plan.method.merges_for_eval and merge_for_eval(model)
-        mem = measure.PhaseMemory(device).start()
-        out["eval"], out["_predictions"], out["eval_info"] = evaluate_all(model, tok, tests, plan, device)
-        out["memory"]["eval"] = mem.read()
-        laps("eval")
-        for scoring in c.eval.also:  # more scorings of the same trained model (a record row each)
-            metrics, predictions, timing = evaluate_all(model, tok, tests, plan, device, scoring)
-            out.setdefault("eval_also", {})[str(scoring)] = {"eval": metrics, "eval_info": timing}
-            out["_predictions"].update({f"{scoring}/{name}": rows for name, rows in predictions.items()})
-            laps(f"eval_{scoring}")
-        if c.forgetting.enabled:
-            after = forgetting.score(model, tok, c.forgetting, style, device, c.cache_dir, task=c.task.name,
-                                     precision=eval_dtype)
-            out["forgetting"] = forgetting.summarise(before, after)
-            laps("forgetting_after")
-    dist.barrier()
-    return out
-
-
-def merge_for_eval(model) -> bool:
-    """Fold LoRA-like weights into the (unquantised) base for evaluation: the same function, without
-    the adapter's extra matmuls per layer (DoRA recomputes a weight norm at every forward). The
-    checkpoint was saved before; quantised bases are left alone (merging into 4/8 bits is lossy)."""
-    if getattr(model.get_base_model(), "is_quantized", False):
-        return False
-    model.merge_adapter()
-    return True
-
-
-def evaluate_all(model, tok, tests: dict, plan: Plan, device, scoring=None) -> tuple[dict, dict, dict]:
-    """Metrics and predictions of every test set, and the timing of the evaluation pass."""
-    c = plan.cfg
-    max_new = c.eval.max_new_tokens or c.task.max_new_tokens
-    metrics_by_set, predictions, timing = evaluate.evaluate_sets(
-        model, tok, [(ts, recs) for ts, recs, _ in tests.values()], scoring or c.eval.scoring, max_new,
-        c.eval.batch_size, c.eval.num_beams, c.train.prompt_style, device,
-        precision=evaluate.evaluation_dtype(c.eval.precision, c.train.precision, device),
-        invariant=c.eval.batch_invariant)
-    for name, (ts, recs, meta) in tests.items():
-        metrics = metrics_by_set[name]
-        metrics["approximate"] = bool(meta.get("approximate"))
-        metrics["overlaps_training_data"] = name in plan.train_set.contaminates
-        log.info("%s: %.1f%% (%d items, parse failures %.0f%%)", name, metrics["accuracy"], metrics["n"],
-                 100 * metrics["parse_failure_rate"])
-    log.info("evaluation: %d questions in %.1f s (%.2f q/s)", timing["questions"], timing["seconds"],
-             timing["questions_per_second"] or 0)
-    return metrics_by_set, predictions, timing
-
-
-def reload_fsdp(model, tok, plan: Plan, dist: Dist, device, dtype):
-    """FSDP: Trainer saved the gathered full weights into the checkpoint; rank 0 loads them back as
-    an ordinary model for evaluation (generation under FSDP would need all ranks in lockstep)."""
-    from transformers import AutoModelForCausalLM
-    ckpt = plan.paths.checkpoint
-    if dist.main:
-        model.config.save_pretrained(ckpt)
-        tok.save_pretrained(ckpt)
-    dist.barrier()
-    if not dist.main:
-        return model
-    return AutoModelForCausalLM.from_pretrained(ckpt, dtype=dtype).to(device)
-
-
 def summary(plan: Plan, evals: dict) -> dict:
     accs = {k: v["accuracy"] for k, v in evals.items()}
     overlap = [k for k in accs if evals[k]["overlaps_training_data"]]
@@ -333,6 +179,9 @@ def run(cfg) -> dict:
     if done is not None:
         return {**done, "_skipped": True}
     dist = dist_setup(c.method.name)
+    if dist.fsdp and plan.method.frozen_base:
+        raise ConfigError("FSDP is for full fine-tuning too big for one GPU; run PEFT methods with one "
+                          "process per GPU (DDP: conf/accelerate/ddp.yaml) or a single process")
     if plan.trains:
         accumulation_steps(c.train, dist.world)
     device = dist.device or models.resolve_device(c.device)
@@ -367,7 +216,7 @@ def run_loaded(plan: Plan, loaded: Loaded, dist: Dist, device: torch.device) -> 
     t0 = time.perf_counter()
     predictions: dict = {}
     try:
-        out = execute(plan, loaded, tracker, dist)
+        out = Recipe(plan, loaded, tracker, dist, device).run()
         predictions = out.pop("_predictions", {})
         rec.update(out)
         rec["status"] = "ok"

@@ -8,7 +8,6 @@ Each failure is one ConfigError whose message names the key and the fix.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 import types
 import typing
@@ -113,17 +112,6 @@ def check_method(m, spec: methods.Method) -> None:
         raise ConfigError("method.bitfit_targets is empty: name the projections that get trainable biases")
 
 
-# peft config fields the harness fills in itself (or that describe a saved adapter, not a recipe)
-HARNESS_SETS = {"task_type", "peft_type", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping",
-                "peft_version", "runtime_config", "tokenizer_name_or_path"}
-
-
-def peft_arguments(class_name: str) -> set[str]:
-    """The keyword arguments a recipe may give peft's config class `class_name`."""
-    import peft
-    return {f.name for f in dataclasses.fields(getattr(peft, class_name)) if f.init} - HARNESS_SETS
-
-
 def value_fits(value, hint) -> bool:
     """Whether a config value is of a type annotation's kind (peft's config dataclasses): ints,
     floats (an int is a float), bools, strings, literals, optional, unions, lists and dicts of them.
@@ -164,8 +152,8 @@ def check_peft_keys(m, spec: methods.Method) -> None:
     ignores it, and harness.overrides refuses it when no run of the invocation reads it."""
     import peft
     cls = getattr(peft, spec.peft_config)
-    valid = peft_arguments(spec.peft_config)
-    elsewhere = set().union(*(peft_arguments(s.peft_config) for s in methods.all_methods().values() if s.peft_config))
+    valid = methods.peft_arguments(spec.peft_config)
+    elsewhere = set().union(*(methods.peft_arguments(s.peft_config) for s in methods.all_methods().values() if s.peft_config))
     for key in m.peft:
         if key not in valid and key not in elsewhere:
             raise ConfigError(f"method.peft.{key} is not a {spec.peft_config} argument"
@@ -291,11 +279,10 @@ def check_retention_suite(f, task: str | None, train_set: tasks.TrainSet | None 
 def _check_local_overlap(suite: list, limit: int, path: str) -> None:
     """A user's training file must not hold the retention items it would be scored on (their
     instructions, compared whitespace-normalised)."""
-    from harness.forgetting import records_of
     trained, _ = data.read_local(path)
     seen = {" ".join(r["instruction"].split()) for r in trained}
     for s in suite:
-        hits = sum(" ".join(r["instruction"].split()) in seen for r in records_of(s, limit))
+        hits = sum(" ".join(r["instruction"].split()) in seen for r in tasks.retention_records(s, limit))
         if hits:
             raise ConfigError(f"forgetting.test_sets: task.train_set={path} holds {hits} of the items of "
                               f"retention set '{s.name}': forgetting measured on trained items is no retention; "

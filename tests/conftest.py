@@ -48,7 +48,7 @@ def work_dirs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def compose_run(work_dirs):
     """compose_run(*overrides) -> resolved config for a quick tiny-random run in the session dirs."""
-    from harness.config import compose
+    from harness.overrides import resolve_one
 
     def make(*overrides, results=None):
         base = ["model=tiny-random", "task=arithmetic", "train.max_steps=2", "train.batch_size=4",
@@ -57,7 +57,7 @@ def compose_run(work_dirs):
                 f"cache_dir={work_dirs['cache']}"]
         if "method=none" in overrides:  # train.* keys do not apply to a run that does not train
             base = [o for o in base if not o.startswith("train.")]
-        return compose(base + list(overrides))
+        return resolve_one(base + list(overrides))
     return make
 
 
@@ -66,7 +66,7 @@ def tiny(work_dirs):
     """(model, tokenizer) of the tiny random LLaMA used by the harness, fp32 on CPU."""
     import torch
     from harness import models
-    from harness.config import compose
-    cfg = compose(["model=tiny-random", "method=none", f"cache_dir={work_dirs['cache']}"])
+    from harness.overrides import resolve_one
+    cfg = resolve_one(["model=tiny-random", "method=none", f"cache_dir={work_dirs['cache']}"])
     model, tok, _ = models.load(cfg.model, cfg.method, torch.device("cpu"), torch.float32, str(work_dirs["cache"]))
     return model.eval(), tok

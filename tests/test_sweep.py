@@ -92,12 +92,12 @@ def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path, work
 
 
 def test_gpu_request_follows_the_vram_estimate():
-    from harness.config import compose
+    from harness.overrides import resolve_one
     from harness.launcher import gpus_needed
     from omegaconf import OmegaConf
 
     def resolved(*overrides):
-        return OmegaConf.to_container(compose(list(overrides)), resolve=True)
+        return OmegaConf.to_container(resolve_one(list(overrides)), resolve=True)
 
     assert gpus_needed(resolved("model=smollm2-135m", "method=lora"), 80) == 1
     assert gpus_needed(resolved("model=llama-13b", "method=full", "train.micro_batch_size=1"), 80) >= 2

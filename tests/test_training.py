@@ -134,13 +134,13 @@ def test_bf16_training_still_learns(tiny):
     """bf16 weights and autocast (the AMX lever on CPU): the loss on the training examples falls as
     it does in fp32, and every LoRA matrix moves."""
     from harness import methods
-    from harness.config import compose
+    from harness.overrides import resolve_one
     _, tok = tiny
     recs = [dict(REC, output=f"{a}+{b}={a + b}. The answer is {a + b}.") for a, b in zip(range(8), range(3, 11))]
     examples = tokenize_examples(recs, tok, 256, True, "clean")
     drops = {}
     for dtype in (torch.float32, torch.bfloat16):
-        cfg = compose(["model=tiny-random", "method=lora", "method.peft.lora_dropout=0.0"])
+        cfg = resolve_one(["model=tiny-random", "method=lora", "method.peft.lora_dropout=0.0"])
         from harness import models
         model, _, _ = models.load(cfg.model, cfg.method, torch.device("cpu"), dtype, cfg.cache_dir)
         model = methods.apply(model, cfg.method, methods.MethodContext(tok, "", torch.device("cpu"))).model
@@ -159,9 +159,9 @@ def test_weights_that_train_stay_fp32_under_bf16():
     """A bf16 weight cannot take an AdamW update of lr 2e-5 (below half its precision): full
     fine-tuning keeps fp32 master weights under bf16 autocast, frozen bases are stored in bf16."""
     from harness import models
-    from harness.config import compose
-    full = compose(["model=tiny-random", "method=full", "train.precision=bf16"])
-    lora = compose(["model=tiny-random", "method=lora", "train.precision=bf16"])
+    from harness.overrides import resolve_one
+    full = resolve_one(["model=tiny-random", "method=full", "train.precision=bf16"])
+    lora = resolve_one(["model=tiny-random", "method=lora", "train.precision=bf16"])
     assert models.storage_dtype(full.method, torch.bfloat16) == torch.float32
     assert models.storage_dtype(lora.method, torch.bfloat16) == torch.bfloat16
     assert models.storage_dtype(full.method, torch.float32) == torch.float32

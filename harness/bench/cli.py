@@ -131,6 +131,30 @@ def _positive(name: str, value: int, minimum: int = 1) -> int:
     return value
 
 
+def eval_items(name: str, n: int, base) -> tuple:
+    """The --eval-set test set and its first --eval-questions items."""
+    all_sets = tasks.all_test_sets()
+    if name not in all_sets:
+        raise ConfigError(f"unknown --eval-set '{name}'; choose from {sorted(all_sets)}")
+    ts = all_sets[name]
+    if not n:
+        return ts, []
+    records, _ = tasks.load_test_set(ts, base.cache_dir, base.eval.hellaswag)
+    if n > len(records):
+        raise ConfigError(f"--eval-questions {n} is more than {ts.name} holds ({len(records)})")
+    return ts, records[:n]
+
+
+def writable_dir(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError("not writable")
+    except OSError as exc:
+        raise ConfigError(f"cannot write to --out {out}: {exc}; pass --out <writable dir>") from exc
+    return out
+
+
 def resolve(args: argparse.Namespace, argv: list[str]) -> Settings:
     """Everything checked before any model is built."""
     overrides = list(args.overrides)
@@ -162,24 +186,9 @@ def resolve(args: argparse.Namespace, argv: list[str]) -> Settings:
 
     n_eval = _positive("--eval-questions", args.eval_questions if args.eval_questions is not None
                        else pick(DEFAULT_EVAL_QUESTIONS), minimum=0)
-    all_sets = tasks.all_test_sets()
-    if args.eval_set not in all_sets:
-        raise ConfigError(f"unknown --eval-set '{args.eval_set}'; choose from {sorted(all_sets)}")
-    ts = all_sets[args.eval_set]
-    eval_records = []
-    if n_eval:
-        eval_records, _ = tasks.load_test_set(ts, base.cache_dir, base.eval.hellaswag)
-        if n_eval > len(eval_records):
-            raise ConfigError(f"--eval-questions {n_eval} is more than {ts.name} holds ({len(eval_records)})")
-        eval_records = eval_records[:n_eval]
+    ts, eval_records = eval_items(args.eval_set, n_eval, base)
     max_new = args.eval_max_new_tokens or base.eval.max_new_tokens or base.task.max_new_tokens
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if not os.access(out, os.W_OK):
-            raise PermissionError("not writable")
-    except OSError as exc:
-        raise ConfigError(f"cannot write to --out {out}: {exc}; pass --out <writable dir>") from exc
+    out = writable_dir(Path(args.out))
     levers = parse_list(args.levers, training.LEVERS, training.LEVERS, "--levers")
     baselines = parse_list(args.baselines, BASELINES, BASELINES, "--baselines")
     if "reference" not in baselines:

@@ -12,7 +12,7 @@ plus one YAML.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 import torch
@@ -38,6 +38,16 @@ FAMILIES = {
 FAMILY_LABELS = {"base": "base", "full": "full", "lora": "LoRA variants", "adapter": "adapters",
                  "prompt": "prompt-based", "multiplicative": "multiplicative / orthogonal", "selective": "selective"}
 QUANTIZATION = ("none", "optional", "required")
+
+# peft config fields the harness fills in itself (or that describe a saved adapter, not a recipe)
+HARNESS_SETS = {"task_type", "peft_type", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping",
+                "peft_version", "runtime_config", "tokenizer_name_or_path"}
+
+
+def peft_arguments(class_name: str) -> set[str]:
+    """The keyword arguments a recipe may give peft's config class `class_name`."""
+    import peft
+    return {f.name for f in fields(getattr(peft, class_name)) if f.init} - HARNESS_SETS
 
 
 @dataclass

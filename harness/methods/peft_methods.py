@@ -6,7 +6,7 @@ PiSSA/OLoRA's conversion to a plain LoRA adapter on save) are in harness/methods
 """
 from __future__ import annotations
 
-from harness.methods import Method, Prepared, register
+from harness.methods import Method, Prepared, peft_arguments, register
 
 
 def peft_config(class_name: str, cfg, ctx=None, **fixed):
@@ -14,7 +14,6 @@ def peft_config(class_name: str, cfg, ctx=None, **fixed):
     first); `fixed` are values the harness decides (AdaLoRA's total_step), which win over the YAML's."""
     import peft
 
-    from harness.validate import peft_arguments
     valid = peft_arguments(class_name)  # a key only another method's class takes is not for this run
     kwargs = {"task_type": "CAUSAL_LM", **{k: v for k, v in cfg.peft.items() if k in valid}, **fixed}
     for key, value in list(kwargs.items()):  # OmegaConf lists -> plain lists (peft stores them as given)

@@ -215,3 +215,13 @@ def load_train_set(tr: TrainSet, cache_dir: str) -> tuple[list[dict], list[dict]
 def select(records: list[dict], limit: int) -> list[dict]:
     """The first `limit` items (all when limit <= 0): the same items for every run."""
     return records if limit <= 0 else records[:limit]
+
+
+def retention_records(s, limit: int) -> list[dict]:
+    """The first `limit` records a retention set is scored on (the shipped files: the suite must not
+    change with network access; HellaSwag is the approximate rebuild)."""
+    if isinstance(s, HeldOutText):
+        records, _ = data.shipped(s.shipped)
+    else:
+        records, _ = load_test_set(s, "", "approx")
+    return select(records, limit)

@@ -117,6 +117,24 @@ def _eval_estimate(name: str, s: Setup, shape: ModelShape) -> Estimate:
     return Estimate(name, s, shape, parts, {"weights": weights}, "generation", assumptions)
 
 
+def _saved_activations(shape, s, dt, tokens: int, layer: dict) -> tuple[float, dict, float]:
+    """Bytes the forward saves for backward (total and by part), and the K/V a frozen prefix does
+    not share (0 with gradient checkpointing)."""
+    per_layer = sum(layer.values())
+    head = A.head_bytes_per_token(shape, s, dt)
+    if s.gradient_checkpointing:
+        acts = tokens * (shape.layers * dt.residual * shape.hidden + per_layer + head)
+        return acts, {f"{shape.layers} checkpointed layer inputs": tokens * shape.layers * dt.residual * shape.hidden,
+                      "one recomputed layer": tokens * per_layer, "final norm / head input / mask": tokens * head}, 0.0
+    unsaved, unshared_kv = A.frozen_prefix_bytes_per_token(shape, s, dt, layer)
+    acts = tokens * (shape.layers * per_layer + head - unsaved)
+    detail = {f"{part} ({shape.layers} layers)": tokens * shape.layers * b for part, b in layer.items()}
+    detail["final norm / head input / mask"] = tokens * head
+    if unsaved:
+        detail["not saved before the first trainable tensor"] = -tokens * unsaved
+    return acts, detail, unshared_kv
+
+
 def estimate(cfg: dict, optim: str = "adamw") -> Estimate:
     """The estimate for a resolved run config (the dict a record keeps as run_info.config)."""
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
@@ -148,19 +166,7 @@ def estimate(cfg: dict, optim: str = "adamw") -> Estimate:
     tokens = s.micro_batch * s.seq_len
     layer = A.layer_bytes_per_token(shape, s, dt)
     per_layer = sum(layer.values())
-    head = A.head_bytes_per_token(shape, s, dt)
-    unshared_kv = 0.0
-    if s.gradient_checkpointing:
-        acts = tokens * (shape.layers * dt.residual * shape.hidden + per_layer + head)
-        act_detail = {f"{shape.layers} checkpointed layer inputs": tokens * shape.layers * dt.residual * shape.hidden,
-                      "one recomputed layer": tokens * per_layer, "final norm / head input / mask": tokens * head}
-    else:
-        unsaved, unshared_kv = A.frozen_prefix_bytes_per_token(shape, s, dt, layer)
-        acts = tokens * (shape.layers * per_layer + head - unsaved)
-        act_detail = {f"{part} ({shape.layers} layers)": tokens * shape.layers * b for part, b in layer.items()}
-        act_detail["final norm / head input / mask"] = tokens * head
-        if unsaved:
-            act_detail["not saved before the first trainable tensor"] = -tokens * unsaved
+    acts, act_detail, unshared_kv = _saved_activations(shape, s, dt, tokens, layer)
     kv_extra, kv_whole = A.kv_cache_bytes_per_token(shape, s, dt)
     kv_now = tokens * (shape.layers * kv_extra + (0.0 if s.gradient_checkpointing else unshared_kv))
     kv_prev = tokens * shape.layers * kv_whole if C.PREVIOUS_OUTPUT_HELD else 0.0
