@@ -38,7 +38,8 @@ def preflight(argv: list[str]) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg) -> dict:
-    from harness import runner
+    from harness import console, runner
+    console.show_info(cfg.verbose)
     try:
         rec = runner.run(cfg)
     except HarnessError as exc:  # bad input found only once the data is read: nothing was written
@@ -52,8 +53,6 @@ def main(cfg) -> dict:
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-    hf_logging.disable_progress_bar()  # weight loading and shard writing: a bar per run would bury the sweep's lines
     from harness import sweep
     from harness.config import register_configs
     register_configs()

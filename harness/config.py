@@ -204,7 +204,7 @@ class EvalConfig:
     precision: Precision = Precision.auto
     # true: every item in forwards of its own (a prompt alone; a multiple-choice item's options
     # together), so its score does not depend on what else is evaluated (harness.evaluate); false:
-    # length-sorted batches of eval.batch_size across items, faster generation (README, "Evaluation")
+    # length-sorted batches of eval.batch_size across items, faster generation (docs/tasks-and-scoring.md)
     # but in bf16 an item's score can change with its batch. The retention suite is always per item.
     batch_invariant: bool = True
 
@@ -260,6 +260,7 @@ class RunConfig:
     force: bool = False  # rerun even if a complete record exists, from step 0 (ignoring training snapshots)
     reuse: Reuse = Reuse.same_code  # which complete records count as done (harness.env.code_identity)
     vram_check: bool = True  # ask the VRAM estimator before running on a GPU
+    verbose: bool = False  # INFO logs and library progress bars on the console too (the run's log has them always)
     sweep: Any = None  # a sweep preset (conf/sweep) only sets hydra.sweeper.params
     tags: Dict[str, Any] = field(default_factory=dict)  # labels for reports (a study's name and stage)
 
@@ -272,7 +273,7 @@ GROUPS = ("model", "method", "task", "sweep")
 
 # keys that do not change what a run computes: left out of the run id
 NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "save", "force", "reuse", "wandb", "sweep", "vram_check", "cluster",
-                     "resume", "tags")
+                     "resume", "tags", "verbose")
 
 
 def model_slug(name_or_path: str) -> str:

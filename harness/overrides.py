@@ -131,18 +131,19 @@ def expand(overrides: list[str], multirun: bool) -> tuple[list[list[str]], bool]
 
 
 def runs_of(parsed) -> list[list[str]]:
-    """Every combination of a sweep's values, in the order Hydra's basic sweeper launches them (the
-    cartesian product over the overrides as given; a later override of a key wins when composed)."""
-    axes = []
+    """Every combination of a sweep's values, in the order Hydra's basic sweeper launches them: the
+    cartesian product over the keys in order of first mention, a later override of a key replacing
+    the earlier one (a sweep preset's parameters come first, so the command line wins)."""
+    axes: dict[str, list[str]] = {}
     for o in parsed:
         key = o.get_key_element()
         if not o.is_sweep_override():
-            axes.append([f"{key}={o.get_value_element_as_str()}"])
+            axes[key] = [f"{key}={o.get_value_element_as_str()}"]
         elif o.is_discrete_sweep():
-            axes.append([f"{key}={value}" for value in o.sweep_string_iterator()])
+            axes[key] = [f"{key}={value}" for value in o.sweep_string_iterator()]
         else:
             raise ConfigError(f"{o.input_line}: an interval is not a list of runs; give the values (a,b,c) or range(a,b)")
-    return [list(run) for run in itertools.product(*axes)]
+    return [list(run) for run in itertools.product(*axes.values())]
 
 
 # ---- 2. composition --------------------------------------------------------------------------

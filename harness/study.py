@@ -32,9 +32,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from harness import atomic, methods, selection
+from harness import atomic, console, methods, selection
 from harness.config import CONF_DIR
 from harness.errors import ConfigError, HarnessError
+from harness.progress import RunProgress
 
 log = logging.getLogger("harness.study")
 
@@ -239,26 +240,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.study", description=__doc__.split("\n")[0])
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="study=<preset>, study.<key>=... (the protocol), other keys for every run")
+    p.add_argument("-v", "--verbose", action="store_true", help="every run's INFO logs and library bars on the console")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s", datefmt="%H:%M:%S")
+    console.setup(args.verbose, announce=(log.name,))
     names = [o.split("=", 1)[1] for o in args.overrides if o.startswith("study=")]
     extra = [o for o in args.overrides if not o.startswith("study")]
     try:
         study = load(names[-1] if names else "cpu-study", args.overrides)
-        # runs known so far: the grid extension adds to it
-        total = [len(study.methods) * (len(study.lr_grid) + len(study.seeds))]
-        done, ran, started = [0], [0, 0.0], time.perf_counter()  # ran: runs that trained, their seconds
+        # the runs known so far: the grid extension adds to them
+        progress = RunProgress(len(study.methods) * (len(study.lr_grid) + len(study.seeds)))
+        started = time.perf_counter()
 
         def run(cfg):
-            done[0] += 1
-            # the rate of runs that trained: a resumed study's reused records take no time
-            eta = f", ~{ran[1] / ran[0] * (total[0] - done[0] + 1) / 60:.0f} min left" if ran[0] else ""
-            log.info("[%d/%d] %s lr=%.3g seed=%d (%s)%s", done[0], total[0], cfg.method.name, cfg.method.lr,
-                     cfg.seed, cfg.tags.get("stage"), eta)
-            t0 = time.perf_counter()
+            log.info("%s %s lr=%.3g seed=%d (%s)", progress.start(), cfg.method.name, cfg.method.lr, cfg.seed,
+                     cfg.tags.get("stage"))
             rec = runner.run(cfg)
-            if not rec.get("_skipped"):
-                ran[0], ran[1] = ran[0] + 1, ran[1] + time.perf_counter() - t0
+            progress.finish(reused=rec.get("_skipped", False))
             return rec
 
         out_dir = Path(study.results_dir)
@@ -268,10 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                 "study": OmegaConf.to_container(OmegaConf.structured(study)), "protocol": protocol(study),
                 "selection": chosen, **more})
 
-        def grew():
-            total[0] += 1
-
-        chosen = tune(study, extra, run, on_extend=grew)
+        chosen = tune(study, extra, run, on_extend=progress.grow)
         write_selection()
         runs = final(study, chosen, extra, run)
         write_selection(final_runs=runs, minutes=round((time.perf_counter() - started) / 60, 1))

@@ -6,27 +6,22 @@ resumable (a run whose record is complete is skipped: same resolved config -> sa
 """
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from pathlib import Path
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 
 from harness import record
+from harness.progress import RunProgress
 
 
 def count_jobs(config) -> int | None:
-    """How many runs the sweep will launch: the product of the sizes of its sweep overrides."""
+    """How many runs the sweep will launch (harness.overrides.runs_of: what Hydra's sweeper expands)."""
     try:
+        from harness.overrides import parse, runs_of
         params = config.hydra.sweeper.get("params") or {}
-        overrides = list(config.hydra.overrides.task) + [f"{k}={v}" for k, v in params.items()]
-        from harness.overrides import _GroupOptions  # glob(*) over a config group needs its choices
-        parsed = OverridesParser.create(config_loader=_GroupOptions()).parse_overrides(overrides)
-        # a command-line override replaces the preset's value for the same key
-        by_key = {o.get_key_element(): o for o in reversed(parsed)}
-        return math.prod(len(list(o.sweep_iterator())) if o.is_sweep_override() else 1 for o in by_key.values())
+        return len(runs_of(parse([f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task))))
     except Exception:  # progress display only: never fail a sweep over it
         return None
 
@@ -48,46 +43,29 @@ def records_since(config, since: float) -> list[dict]:
     return rows
 
 
-def bar(n, total, width: int = 20) -> str:
-    """A text progress bar of the runs done before run n (one line per run: readable in a log file too)."""
-    if not isinstance(n, int) or not total:
-        return ""
-    done = round(width * (n - 1) / total)
-    return f"[{'#' * done}{'.' * (width - done)}] "
-
-
 # runs of this process's sweeps that did not end ok: `python -m harness` exits 1 when there are any
 NOT_OK: list[str] = []
 
 
 class SweepProgress(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
-        self.total = count_jobs(config)
+        self.progress = RunProgress(count_jobs(config))
         self.started = time.perf_counter()
         self.started_wall = time.time()
         self.rows: list[dict] = []
 
     def on_job_start(self, config, **kwargs) -> None:
-        self.job_started = time.perf_counter()
-        total = getattr(self, "total", None)
-        n = config.hydra.job.num + 1 if "num" in config.hydra.job else "?"
-        print(f"{bar(n, total)}[{n}/{total or '?'}] {config.model.name} x {config.method.name} x "
-              f"{config.task.name} (seed {config.seed}){self.eta(n, total)} ...", flush=True)
-
-    def eta(self, n, total) -> str:
-        """Remaining time at the mean duration of the runs that ran (skipped ones cost nothing)."""
-        ran = [r["seconds"] for r in getattr(self, "rows", []) if not r["skipped"]]
-        if not ran or not isinstance(n, int) or not total:
-            return ""
-        left = (total - n + 1) * sum(ran) / len(ran)
-        return f", ~{left / 60:.0f} min left" if left >= 60 else f", ~{left:.0f} s left"
+        if not hasattr(self, "progress"):  # a job in its own process (submitit): no sweep-wide count
+            self.progress = RunProgress(None)
+        print(f"{self.progress.start()} {config.model.name} x {config.method.name} x {config.task.name} "
+              f"(seed {config.seed}) ...", flush=True)
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         value = getattr(job_return, "_return_value", None) or {}
         status = value.get("status") or ("error" if str(job_return.status).endswith("FAILED") else "?")
         row = {"run": f"{config.model.name} x {config.method.name} x {config.task.name}", "status": status,
                "run_id": value.get("run_id"),
-               "avg": value.get("avg"), "seconds": round(time.perf_counter() - self.job_started, 1),
+               "avg": value.get("avg"), "seconds": round(self.progress.finish(value.get("skipped", False)), 1),
                "skipped": value.get("skipped", False), "error": value.get("error")}
         if hasattr(self, "rows"):
             self.rows.append(row)

@@ -53,7 +53,8 @@ def test_paper_preset_trains_on_the_papers_sets():
 
 @pytest.mark.parametrize("overrides", [["method=lora,full", "seed=1,2", "train.lr=3"],
                                        ["+method.peft.r=4,8", "model=smollm2-135m", "seed=range(1,4)"],
-                                       ["method=glob(lora*)", "task=arithmetic"]])
+                                       ["method=glob(lora*)", "task=arithmetic"],
+                                       ["method=lora,full", "seed=1", "method=dora,bitfit", "seed=2,3"]])
 def test_sweep_expansion_is_the_runs_hydra_launches_in_its_order(overrides):
     # harness.overrides expands sweeps with Hydra's public parser; Hydra's own sweeper (a private
     # class, used here only as the oracle) must launch the same runs in the same order

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from harness import data, env, measure, methods, models, tasks
+from harness import console, data, env, measure, methods, models, tasks
 from harness.bench import evaluation, report, training
 from harness.errors import ConfigError, HarnessError
 from harness.overrides import resolve as resolve_runs
@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="run-config overrides, as for python -m harness")
     parser.add_argument("--methods", help="comma-separated (default: every registered method that trains)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="library progress bars on the console")
     parser.add_argument("--steps", type=int, help="timed optimizer steps per side (default 20 on GPU, 3 on CPU)")
     parser.add_argument("--eval-questions", type=int, help="questions for the evaluation comparison "
                         "(default 64 on GPU, 4 on CPU; 0 skips it)")
@@ -345,9 +346,9 @@ def run(s: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        from transformers.utils import logging as hf_logging
-        hf_logging.disable_progress_bar()  # weight-loading bars for every model built would bury the table
-        return run(resolve(parse_args(argv), argv))
+        args = parse_args(argv)
+        console.libraries(args.verbose)  # weight-loading bars for every model built would bury the table
+        return run(resolve(args, argv))
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
