@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 
 STUDY ?= cpu-study
 
-.PHONY: setup setup-gemma test test-fast sweep study report bench regress baseline vram clean
+.PHONY: setup setup-gemma test test-fast sweep study report bench regress baseline vram docs clean
 
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build on a CPU machine
 # (override with TORCH='torch==2.x.y' on GPU machines). The SmolLM2 package's own dependencies
@@ -62,6 +62,10 @@ baseline: $(STAMP)
 
 vram: $(STAMP)
 	$(PY) -m harness.vram --table
+
+# docs/configuration.md's key reference, generated from the schema (tests/test_docs.py checks it is current)
+docs: $(STAMP)
+	$(PY) -m harness.docs_reference
 
 clean:
 	rm -rf results/checkpoints results/train_state results/cache results/.sweeps results/tmp results/regress \

@@ -8,7 +8,7 @@ acc_norm). This measures what a model knows, where label-word scoring ("the corr
 answer2", eval.scoring=label) measures whether it learned LLM-Adapters' answer format.
 
 The questions, options and gold come from the shipped LLM-Adapters files; where that format lost
-something lm-eval's prompt uses, `LOST` says what (records and the README carry it):
+something lm-eval's prompt uses, `LOST` says what (records and docs/tasks-and-scoring.md carry it):
 BoolQ has no passage; HellaSwag's ctx_b is not capitalised (the two halves of its context are not
 told apart) and the file is the approximate rebuild. Tokenisation follows lm-eval's _encode_pair:
 context and continuation are encoded together and split at the length of the context's own

@@ -17,7 +17,7 @@ a batch of one decodes one token per forward for one prompt. Measured with
 tools/eval_invariance_cost.py on the 2-core CPU, per item against length-sorted batches of 16:
 SmolLM2-135M in fp32, generation 8.3x slower (24 prompts, 32 new tokens: 103 s vs 12.5 s), label
 scoring 0.9x, cloze 1.3x; in bf16 (emulated on that CPU) 0.8x, 0.6x, 0.3x: padding cost more than
-batching saved; the tiny random model in bf16, 5.8x, 3.0x and 1.2x (README, "Evaluation").
+batching saved; the tiny random model in bf16, 5.8x, 3.0x and 1.2x (docs/tasks-and-scoring.md, "Evaluation").
 `invariant=False` (eval.batch_invariant=false) keeps the batched path for the test sets.
 
 **Every method is evaluated at one precision.** `eval.precision` (auto | bf16 | fp32; auto: the

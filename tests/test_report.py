@@ -341,17 +341,24 @@ def test_series_names_only_what_differs_within_a_family():
     assert [g["method"] for g in split["arithmetic · first 4 · beam4"]] == ["lora"]
 
 
-def test_readme_section_is_replaced(results, tmp_path, capsys):
-    readme = tmp_path / "README.md"
-    readme.write_text("# Title\n\n<!-- report:start -->\nold\n<!-- report:end -->\n\nafter\n")
-    code, out, stdout, _ = report(results, capsys, "--readme", str(readme))
-    text = readme.read_text()
+def test_report_section_is_spliced_into_a_page(results, tmp_path, capsys):
+    page = tmp_path / "docs" / "results.md"
+    page.parent.mkdir()
+    page.write_text("# Title\n\n<!-- report:start -->\nold\n<!-- report:end -->\n\nafter\n")
+    code, out, stdout, _ = report(results, capsys, "--splice", str(page))
+    text = page.read_text()
     assert code == 0 and "old" not in text and text.startswith("# Title") and text.endswith("after\n")
-    assert "Arithmetic reasoning" in text and "](report/acc_vs_vram.png)" in text
+    assert "Arithmetic reasoning" in text and "](../report/acc_vs_vram.png)" in text  # relative to the page
     plain = tmp_path / "PLAIN.md"
     plain.write_text("no markers\n")
-    code, _, stdout, _ = report(results, capsys, "--readme", str(plain))
+    code, _, stdout, _ = report(results, capsys, "--splice", str(plain))
     assert code == 0 and plain.read_text() == "no markers\n" and "left unchanged" in stdout
+    readme = tmp_path / "README.md"  # --readme: the option's former name, still accepted
+    readme.write_text("<!-- report:start -->\n<!-- report:end -->\n")
+    code, _, stdout, _ = report(results, capsys, "--readme", str(readme))
+    assert code == 0 and "](report/acc_vs_vram.png)" in readme.read_text()
+    code, _, _, _ = report(results, capsys, "--splice", str(tmp_path / "missing.md"))
+    assert code == 2
 
 
 def test_module_entry_point(results):

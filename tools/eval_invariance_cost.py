@@ -8,7 +8,7 @@ their answer or scores against the pooled pass, and the pooled pass's seconds.
     python tools/eval_invariance_cost.py model=smollm2-135m [--precision bf16] [--items 24] [--out FILE]
 
 Overrides are the runner's (model=..., model.gguf_path=..., cache_dir=..., device=...). The cost
-figures in README.md ("Evaluation") come from it; on a GPU it checks what the test suite's CPU runs
+figures in docs/tasks-and-scoring.md ("Evaluation") come from it; on a GPU it checks what the test suite's CPU runs
 do not reach.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 # Every GPU measurement the project needs, as one prepared script for one short device call, in
 # priority order, each step under its own time limit so that a slow step cannot eat the next ones.
 # Run from the project root on the GPU machine after staging (bash ../shared/device/stage.sh 42;
-# the README's "GPU" section), with PYTHONPATH=/root/site:$PWD. Everything lands in $OUT:
+# docs/gpu-and-cluster.md, "GPU results"), with PYTHONPATH=/root/site:$PWD. Everything lands in $OUT:
 # log.txt (the whole output), env.txt, and gpu.tar.gz (bench JSON/Markdown, run records, checks),
 # re-packed after every step so a call cut short still brings back what finished.
 #   BUDGET=460 bash tools/gpu_validate.sh            # the whole list, within 460 s

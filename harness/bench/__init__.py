@@ -13,7 +13,7 @@ Modules: cli (arguments, settings, orchestration), plain (the baseline loop), tr
 method's comparison), evaluation (reference vs harness decoding, optional 15-set suite), report.
 """
 
-# The issue's targets: README material, flagged in the table, never asserted on CPU.
+# The issue's targets (docs/benchmark.md), flagged in the table, never asserted on CPU.
 TARGET_TRAIN_SPEEDUP = 2.0  # harness tokens/s >= 2x the reference Trainer's (LLM-Adapters' settings)
 TARGET_TUNED_SPEEDUP = 1.3  # and >= 1.3x the tuned Trainer's (every flag a careful user sets)
 TARGET_MEMORY_RATIO = 1.0  # with peak memory no higher than either

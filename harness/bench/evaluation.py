@@ -107,7 +107,7 @@ def compare(models_by_precision: dict, tok, ts: tasks.TestSet, records: list[dic
 
 
 def suite(model, tok, cfg, device: torch.device) -> dict:
-    """The harness's evaluation of every test set of every task family (the README's 15-set target),
+    """The harness's evaluation of every test set of every task family (docs/benchmark.md's 15-set target),
     with the run config's eval settings (eval.limit, eval.batch_size, eval.scoring...)."""
     tasks.all_test_sets()  # imports every family module
     loaded = []

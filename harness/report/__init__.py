@@ -1,7 +1,7 @@
 """Reports rebuilt from run records alone: paper-style accuracy tables (ours beside the published
 values), an efficiency table, failed runs, and accuracy-vs-memory / accuracy-vs-parameters plots.
 
-    python -m harness.report [--results results] [--out results/report] [--no-published] [--readme README.md]
+    python -m harness.report [--results results] [--out results/report] [--no-published] [--splice docs/results.md]
 
 Modules: load (records, published CSV), aggregate (records -> rows -> seed groups; what a score and
 an average mean per scoring; pure), significance (intervals, tests and power from the per-item

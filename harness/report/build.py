@@ -1,8 +1,12 @@
 """`python -m harness.report`: rebuild every table and plot from the run records alone.
 
 Exit status: 0 report written; 1 no records to report on; 2 bad arguments (argparse, or a
---readme file that does not exist). Everything is built in memory first and then written file
+--splice file that does not exist). Everything is built in memory first and then written file
 by file atomically, so a failure while building leaves the previous report untouched.
+
+`--splice FILE` also replaces the text between FILE's <!-- report:start --> and <!-- report:end -->
+markers with the report, image links relative to FILE: `--splice docs/results.md` makes the results
+page. `--readme` is the option's former name, still accepted.
 """
 from __future__ import annotations
 
@@ -105,8 +109,9 @@ def parse_args(argv):
     p.add_argument("--out", default=None, help="output directory (default: <results>/report)")
     p.add_argument("--no-published", action="store_true", help="leave out the published rows")
     p.add_argument("--reference", default="lora", help="the method differences are tested against (default lora)")
-    p.add_argument("--readme", default=None,
-                   help="also replace the text between <!-- report:start --> and <!-- report:end --> in this file")
+    p.add_argument("--splice", "--readme", dest="splice", default=None, metavar="FILE",
+                   help="also replace the text between <!-- report:start --> and <!-- report:end --> in this Markdown "
+                        "file, e.g. --splice docs/results.md (--readme: the former name)")
     return p.parse_args(argv)
 
 
@@ -114,9 +119,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     results = Path(args.results)
     out = Path(args.out) if args.out else results / "report"
-    readme = Path(args.readme) if args.readme else None
-    if readme is not None and not readme.is_file():
-        print(f"error: --readme {readme}: no such file", file=sys.stderr)
+    target = Path(args.splice) if args.splice else None
+    if target is not None and not target.is_file():
+        print(f"error: --splice {target}: no such file", file=sys.stderr)
         return 2
     directory = runs_dir(results)
     records, corrupt = load_records(directory) if directory else ([], [])
@@ -147,13 +152,13 @@ def main(argv=None) -> int:
           f"{len(report.corrupt)} unreadable) -> {out}/")
     for name in sorted(report.files):
         print(f"  {out / name}")
-    if readme is not None:
-        prefix = os.path.relpath(out.resolve(), readme.resolve().parent).replace(os.sep, "/") + "/"
-        spliced = render.splice_readme(readme.read_text(), report.markdown(report.header, prefix))
+    if target is not None:
+        prefix = os.path.relpath(out.resolve(), target.resolve().parent).replace(os.sep, "/") + "/"
+        spliced = render.splice_report(target.read_text(), report.markdown(report.header, prefix))
         if spliced is None:
-            print(f"{readme}: no {render.README_START} ... {render.README_END} markers: left unchanged "
+            print(f"{target}: no {render.REPORT_START} ... {render.REPORT_END} markers: left unchanged "
                   f"(add them where the report should go)")
         else:
-            render.atomic_write_text(readme, spliced)
-            print(f"{readme}: report section replaced")
+            render.atomic_write_text(target, spliced)
+            print(f"{target}: report section replaced")
     return 0

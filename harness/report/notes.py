@@ -1,7 +1,7 @@
 """The notes under an accuracy table: how its numbers were computed, what its comparisons could
 have seen, and how to read them. Pure: groups in, sentences out.
 
-Wording rule (this is what `--readme` splices into the README): a difference whose interval
+Wording rule (this is what `--splice` puts into docs/results.md): a difference whose interval
 includes 0 is written "no difference larger than X points" (X the design's minimum detectable
 difference at 80% power), never "indistinguishable" or "equivalent": 40 items and two seeds
 cannot tell a 10-point difference from none.

@@ -1,4 +1,5 @@
-"""Tables as Markdown, CSV and LaTeX; the concatenated report.md; the README splice; atomic writes."""
+"""Tables as Markdown, CSV and LaTeX; the concatenated report.md; its splice into a Markdown file
+(docs/results.md); atomic writes."""
 from __future__ import annotations
 
 import re
@@ -9,8 +10,8 @@ import pandas as pd
 from harness.atomic import write_bytes as atomic_write_bytes, write_text as atomic_write_text
 from harness.report.tables import Table
 
-README_START = "<!-- report:start -->"
-README_END = "<!-- report:end -->"
+REPORT_START = "<!-- report:start -->"
+REPORT_END = "<!-- report:end -->"
 
 
 # ---- Markdown --------------------------------------------------------------------------------
@@ -81,7 +82,7 @@ def latex(table: Table) -> str:
 
 def report_markdown(accuracy: list[Table], efficiency: Table, failures: Table, corrupt: list,
                     plots: list[str], header: str, image_prefix: str = "") -> str:
-    """Everything in one Markdown document (for README embedding: no timestamp, so an unchanged
+    """Everything in one Markdown document (for splicing into a page: no timestamp, so an unchanged
     set of records gives an unchanged report)."""
     parts = [f"<!-- {header} -->", ""]
     for t in accuracy:
@@ -95,12 +96,12 @@ def report_markdown(accuracy: list[Table], efficiency: Table, failures: Table, c
     return "\n".join(parts)
 
 
-def splice_readme(text: str, content: str) -> str | None:
+def splice_report(text: str, content: str) -> str | None:
     """`text` with the part between the report markers replaced by `content`; None without markers."""
-    start, end = text.find(README_START), text.find(README_END)
+    start, end = text.find(REPORT_START), text.find(REPORT_END)
     if start < 0 or end < 0 or end < start:
         return None
-    return text[:start + len(README_START)] + "\n" + content.rstrip("\n") + "\n" + text[end:]
+    return text[:start + len(REPORT_START)] + "\n" + content.rstrip("\n") + "\n" + text[end:]
 
 
 # ---- files -----------------------------------------------------------------------------------
