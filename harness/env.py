@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
 import platform
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import torch
 
 from harness import secrets
+from harness.digest import json_digest
 
 PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "datasets", "accelerate", "hydra-core",
             "omegaconf", "gguf", "safetensors", "tokenizers", "liger-kernel", "wandb", "pandas")
@@ -37,6 +37,11 @@ COMPUTE_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate
                     "gguf", "datasets")
 
 
+# The shipped data files are represented by harness/data/manifest.json, which holds each one's sha256:
+# every read is checked against it (harness.data), so hashing the manifest is hashing the data.
+SHIPPED_DATA = REPO / "harness" / "data"
+
+
 def source_files() -> list[Path]:
     out = []
     for root in SOURCE_ROOTS:
@@ -45,7 +50,8 @@ def source_files() -> list[Path]:
             out.append(path)
         elif path.is_dir():
             out += [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                    and not p.name.endswith((".pyc", ".egg-info")) and ".egg-info" not in str(p)]
+                    and not p.name.endswith((".pyc", ".egg-info")) and ".egg-info" not in str(p)
+                    and not (p.name.endswith(".json.gz") and p.is_relative_to(SHIPPED_DATA))]
     return sorted(out)
 
 
@@ -64,8 +70,8 @@ def code_identity() -> dict:
     versions, so a record is reused only by the code that made it (harness.runner)."""
     compute = {"python": platform.python_version(), **{k: v for k, v in versions().items() if k in COMPUTE_PACKAGES}}
     source = source_sha256()
-    code_id = hashlib.sha256(json.dumps({"source": source, "versions": compute}, sort_keys=True).encode())
-    return {"code_id": code_id.hexdigest()[:12], "source_sha256": source, "compute_versions": compute, **git_state()}
+    code_id = json_digest({"source": source, "versions": compute}, 12)
+    return {"code_id": code_id, "source_sha256": source, "compute_versions": compute, **git_state()}
 
 
 def git_state() -> dict:

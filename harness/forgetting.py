@@ -26,12 +26,12 @@ are cached per model and suite, item by item: a sweep computes them once.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 
 from harness import atomic, cloze, evaluate, stats, tasks, validate
+from harness.digest import json_digest
 
 log = logging.getLogger("harness.forgetting")
 
@@ -95,8 +95,7 @@ def score(model, tok, fcfg, style: str, device, cache_dir: str, task: str | None
 
 
 def cache_path(cache_dir: str, key: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(cache_dir) / "retention" / f"{key['model']}-{digest}.json"
+    return Path(cache_dir) / "retention" / f"{key['model']}-{json_digest(key, 16)}.json"
 
 
 def base_scores(model, tok, fcfg, style, device, cache_dir, key: dict, task: str | None = None,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from harness.digest import json_digest
 from harness.errors import ModelError
 
 TINY_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -92,7 +93,7 @@ def tiny_random_dir(model_cfg, cache_dir: str) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     spec = dict(model_cfg.tiny)
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    key = json_digest(spec, 10)
 
     def build(out: Path) -> None:
         tok = byte_tokenizer()

@@ -225,11 +225,11 @@ def check_applicable(cfgs: list, overrides: list[str]) -> None:
 def resolve(overrides: list[str], multirun: bool = False, here: bool = True) -> tuple[list, list[str], bool]:
     """(the checked config of every run, the overrides to hand to Hydra, multirun?). `here=False`:
     the runs are meant for another machine (see harness.validate.check)."""
-    from harness import validate
     known = set(group_choices("model"))
     checked = check_names(rewrite_model_argument(list(overrides), known))
     jobs, multirun = expand(checked, multirun)
     cfgs = [compose_raw(job) for job in jobs]
+    from harness import validate  # torch, datasets: after the checks that need neither (a typo fails fast)
     for cfg in cfgs:
         validate.check(cfg, here)
     check_applicable(cfgs, checked)

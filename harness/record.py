@@ -6,7 +6,6 @@ results/predictions/<run-id>/<set>.jsonl are written before it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import NON_SEMANTIC_KEYS
+from harness.digest import json_digest
 from harness.errors import ConfigError
 
 SCHEMA_VERSION = 1
@@ -29,8 +29,7 @@ def semantic_config(cfg: dict) -> dict:
 def run_id(cfg: dict, device_type: str = "cpu") -> str:
     """Readable prefix + hash of everything that changes what the run computes, the kind of device
     included (a CPU record must not stand in for a GPU run of the same config)."""
-    blob = json.dumps({**semantic_config(cfg), "_device_type": device_type}, sort_keys=True, default=str)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
+    digest = json_digest({**semantic_config(cfg), "_device_type": device_type}, 10)
     return f"{cfg['model']['name']}__{cfg['method']['name']}__{cfg['task']['name']}__s{cfg['seed']}__{digest}"
 
 

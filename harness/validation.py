@@ -13,13 +13,12 @@ touched here (harness.study selects on these numbers only; a test proves it).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 
 import torch
 
 from harness import evaluate, extract, prompts
+from harness.digest import json_digest
 
 SPLIT_SEED = 0
 FORMAT = re.compile(r"Answer format:\s*([\w/ ]+?)\s*$")
@@ -32,7 +31,7 @@ def split(records: list[dict], size: int) -> tuple[list[dict], list[dict], dict]
     from harness.data import to_dataset
     shuffled = to_dataset(records).shuffle(seed=SPLIT_SEED).to_list()
     val, train = shuffled[:size], shuffled[size:]
-    digest = hashlib.sha256(json.dumps([r["instruction"] for r in val]).encode()).hexdigest()
+    digest = json_digest([r["instruction"] for r in val])
     return train, val, {"items": len(val), "split_seed": SPLIT_SEED, "from": "the training set",
                         "instructions_sha256": digest}
 

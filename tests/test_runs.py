@@ -133,3 +133,14 @@ def test_a_run_predicted_not_to_fit_the_gpu_is_recorded_as_predicted_oom(compose
     assert rec["vram_estimate"]["fits"] is False and rec["vram_estimate"]["predicted_total_gib"] > 16
     assert runner.record.read_record(Path(cfg.results_dir) / "runs" / f"{rec['run_id']}.json")["status"] == \
         "predicted_oom"
+
+
+def test_the_code_identity_covers_shipped_data_through_its_manifest():
+    # the manifest holds every shipped file's sha256 and every read is checked against it, so the
+    # identity hashes the manifest, not the 6 MB of data it describes
+    from harness import env
+    files = {p.relative_to(env.REPO).as_posix() for p in env.source_files()}
+    assert "harness/data/manifest.json" in files and "harness/runner.py" in files and "conf/config.yaml" in files
+    assert not [f for f in files if f.endswith(".json.gz")]
+    manifest = json.loads((env.REPO / "harness/data/manifest.json").read_text())
+    assert all("sha256" in entry for entry in manifest["files"].values())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import urllib.request
 import zlib
 from functools import lru_cache
 from pathlib import Path
@@ -137,16 +136,44 @@ def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def remote(name: str, cache_dir: str | Path, timeout: float = 30.0) -> tuple[list[dict], dict]:
+# pooch retries a download that failed (a reset connection, a 5xx) with a growing pause
+DOWNLOAD_RETRIES = 3
+
+
+def download(relpath: str, folder: Path, timeout: float, retries: int = DOWNLOAD_RETRIES) -> bytes:
+    """One file of LLM-Adapters' repository, fetched by pooch into a scratch folder (removed after:
+    the caller verifies the bytes before anything lands in the cache)."""
+    import logging
+    import shutil
+    import tempfile
+
+    import pooch
+    logger = pooch.get_logger()
+    for handler in list(logger.handlers):  # pooch's own stderr handler: its lines go to the run's log instead
+        logger.removeHandler(handler)
+    folder.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
+    try:
+        fetcher = pooch.create(path=scratch, base_url=LLM_ADAPTERS_RAW, registry={relpath: None},
+                               retry_if_failed=retries)
+        path = fetcher.fetch(relpath, downloader=pooch.HTTPDownloader(timeout=timeout, progressbar=False))
+        logging.getLogger("harness.data").info("downloaded %s%s", LLM_ADAPTERS_RAW, relpath)
+        return Path(path).read_bytes()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def remote(name: str, cache_dir: str | Path, timeout: float = 30.0,
+           retries: int = DOWNLOAD_RETRIES) -> tuple[list[dict], dict]:
     """One of the paper's files from the LLM-Adapters repository, cached and verified by blob SHA-1."""
     relpath, blob = REMOTE_FILES[name]
-    cached = Path(cache_dir) / "llm_adapters" / relpath
+    root = Path(cache_dir) / "llm_adapters"
+    cached = root / relpath
     if not cached.is_file():
         url = LLM_ADAPTERS_RAW + relpath
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                data = resp.read()
-        except OSError as exc:
+            data = download(relpath, root, timeout, retries)
+        except OSError as exc:  # requests' errors are OSErrors too
             raise DataError(
                 f"cannot download {url} ({exc}). '{name}' is one of the paper's files and needs internet "
                 f"access once; or place a copy at {cached}. Offline, use the shipped sets "

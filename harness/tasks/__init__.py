@@ -182,7 +182,9 @@ def load_test_set(ts: TestSet, cache_dir: str, variant: str = "auto") -> tuple[l
         raise ConfigError(f"eval.hellaswag must be auto, exact or approx, not '{variant}'")
     if ts.remote_exact and (variant == "exact" or (variant == "auto" and ts.remote_exact not in _UNREACHABLE)):
         try:
-            records, meta = data.remote(ts.remote_exact, cache_dir, timeout=5.0)
+            # auto has a fallback: one try, no retries (offline they would only add pauses)
+            records, meta = data.remote(ts.remote_exact, cache_dir, timeout=5.0,
+                                        retries=0 if variant == "auto" else data.DOWNLOAD_RETRIES)
             return records, {**meta, "approximate": False, "variant": "exact"}
         except DataError:
             if variant == "exact":
