@@ -68,16 +68,41 @@ CASES = {
 }
 
 
+def in_process(tmp_path: Path, cache: Path, *overrides: str) -> str:
+    """What `python -m harness` does with these overrides, in this process: every run checked
+    (harness.overrides.resolve), then run (harness.runner.run, which refuses bad data before it
+    writes); returns the message the command prints after 'error: '."""
+    from harness import runner
+    from harness.errors import HarnessError
+    from harness.overrides import resolve
+    argv = [*QUICK, f"results_dir={tmp_path / 'results'}", f"cache_dir={cache}", *overrides]
+    with pytest.raises(HarnessError) as err:
+        cfgs, _, _ = resolve(argv)
+        for cfg in cfgs:
+            runner.run(cfg)
+    return str(err.value)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_gives_one_clear_message_and_no_record(case, tmp_path, work_dirs):
-    build, words, codes = CASES[case]
-    overrides = build(tmp_path)
-    done = cli(tmp_path, work_dirs["cache"], *overrides)
-    assert done.returncode in codes, (done.returncode, done.stderr[-1500:])
-    message = done.stderr
+    build, words, _ = CASES[case]
+    message = in_process(tmp_path, work_dirs["cache"], *build(tmp_path))
     for w in words:
         assert w in message, (w, message[-1500:])
-    assert "Traceback" not in message  # one message, not a stack trace
+    assert nothing_written(tmp_path / "results")
+
+
+# the command's own promises (exit status 2, one line on stderr, no traceback), kept for one case
+# found by each stage: the front door (names), the checks (ranges), the data read after Hydra started
+@pytest.mark.parametrize("case", ["typo in a key", "batch not a multiple", "train file not JSON",
+                                  "results dir unwritable"])
+def test_the_command_exits_2_with_one_line_and_no_traceback(case, tmp_path, work_dirs):
+    build, words, codes = CASES[case]
+    done = cli(tmp_path, work_dirs["cache"], *build(tmp_path))
+    assert done.returncode in codes, (done.returncode, done.stderr[-1500:])
+    for w in words:
+        assert w in done.stderr, (w, done.stderr[-1500:])
+    assert "Traceback" not in done.stderr and done.stderr.count("error: ") == 1
     assert nothing_written(tmp_path / "results")
 
 
