@@ -70,3 +70,20 @@ def tiny(work_dirs):
     cfg = resolve_one(["model=tiny-random", "method=none", f"cache_dir={work_dirs['cache']}"])
     model, tok, _ = models.load(cfg.model, cfg.method, torch.device("cpu"), torch.float32, str(work_dirs["cache"]))
     return model.eval(), tok
+
+
+def refused_in_process(*argv: str) -> str:
+    """What `python -m harness <argv>` does with bad input, in this process: every run checked
+    (harness.overrides.resolve; '-m' a sweep), then run (harness.runner.run refuses bad data before
+    it writes anything). Returns the message the command prints after 'error: '; fails the test when
+    nothing is refused. The command's own promises (exit 2, one line, no traceback) are tested as
+    subprocesses for one case per stage in test_bad_input.py."""
+    from harness import runner
+    from harness.errors import HarnessError
+    from harness.overrides import resolve
+    multirun = "-m" in argv
+    with pytest.raises(HarnessError) as err:
+        cfgs, _, _ = resolve([a for a in argv if a != "-m"], multirun)
+        for cfg in cfgs:
+            runner.run(cfg)
+    return str(err.value)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import refused_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["model=tiny-random", "task=arithmetic", "train.max_steps=1", "train.batch_size=2",
@@ -41,7 +42,6 @@ CASES = {
     "unknown model": (lambda p: ["model=gpt5"], ["unknown model 'gpt5'", "smollm2-135m", "hub id"], (2,)),
     "unknown task": (lambda p: ["task=algebra"], ["unknown task 'algebra'", "arithmetic"], (2,)),
     "unknown sweep": (lambda p: ["sweep=huge"], ["unknown sweep 'huge'", "default"], (2,)),
-    "typo in a key": (lambda p: ["train.max_step=3"], ["unknown key 'train.max_step'", "train.max_steps"], (2,)),
     "model path missing": (lambda p: ["model=qwen2.5-0.5b", f"model.name_or_path={p / 'no-such-model'}"],
                            ["does not exist", "model.name_or_path"], (2,)),
     "model dir as the model choice": (lambda p: [f"model={p / 'no-such-dir'}"], ["does not exist"], (2,)),
@@ -68,25 +68,11 @@ CASES = {
 }
 
 
-def in_process(tmp_path: Path, cache: Path, *overrides: str) -> str:
-    """What `python -m harness` does with these overrides, in this process: every run checked
-    (harness.overrides.resolve), then run (harness.runner.run, which refuses bad data before it
-    writes); returns the message the command prints after 'error: '."""
-    from harness import runner
-    from harness.errors import HarnessError
-    from harness.overrides import resolve
-    argv = [*QUICK, f"results_dir={tmp_path / 'results'}", f"cache_dir={cache}", *overrides]
-    with pytest.raises(HarnessError) as err:
-        cfgs, _, _ = resolve(argv)
-        for cfg in cfgs:
-            runner.run(cfg)
-    return str(err.value)
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_gives_one_clear_message_and_no_record(case, tmp_path, work_dirs):
     build, words, _ = CASES[case]
-    message = in_process(tmp_path, work_dirs["cache"], *build(tmp_path))
+    message = refused_in_process(*QUICK, f"results_dir={tmp_path / 'results'}", f"cache_dir={work_dirs['cache']}",
+                                 *build(tmp_path))
     for w in words:
         assert w in message, (w, message[-1500:])
     assert nothing_written(tmp_path / "results")
@@ -94,7 +80,7 @@ def test_bad_input_gives_one_clear_message_and_no_record(case, tmp_path, work_di
 
 # the command's own promises (exit status 2, one line on stderr, no traceback), kept for one case
 # found by each stage: the front door (names), the checks (ranges), the data read after Hydra started
-@pytest.mark.parametrize("case", ["typo in a key", "batch not a multiple", "train file not JSON",
+@pytest.mark.parametrize("case", ["unknown method", "batch not a multiple", "train file not JSON",
                                   "results dir unwritable"])
 def test_the_command_exits_2_with_one_line_and_no_traceback(case, tmp_path, work_dirs):
     build, words, codes = CASES[case]

@@ -58,7 +58,7 @@ def test_each_method_writes_a_valid_record(compose_run, work_dirs, method):
         assert (work_dirs["results"] / "checkpoints" / rec["run_id"]).is_dir()
 
 
-def test_cli_writes_a_record_and_bad_input_exits_2(tmp_path, work_dirs):
+def test_cli_writes_a_record(tmp_path, work_dirs):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-m", "harness", "method=lora", "model=tiny-random", "task=commonsense",
             "train.max_steps=1", "train.batch_size=2", "train.micro_batch_size=2", "eval.limit=2",
@@ -70,11 +70,7 @@ def test_cli_writes_a_record_and_bad_input_exits_2(tmp_path, work_dirs):
     rec = json.loads(path.read_text())
     assert rec["status"] == "ok" and all(m["scoring"] == "label" for m in rec["eval"].values())
     assert rec["eval"]["hellaswag"]["approximate"] is True
-    bad = subprocess.run(args[:-2] + ["train.micro_batch_size=3", f"results_dir={tmp_path / 'bad'}",
-                                      f"cache_dir={work_dirs['cache']}"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 2 and "multiple of train.micro_batch_size" in bad.stderr
-    assert not (tmp_path / "bad" / "runs").exists() or not list((tmp_path / "bad" / "runs").glob("*.json"))
+    # bad input's exit 2: test_bad_input.py::test_the_command_exits_2_with_one_line_and_no_traceback
 
 
 def test_rerun_skips_a_complete_record(compose_run, work_dirs):
