@@ -37,6 +37,7 @@ def only_result(out):
     return json.loads(js.read_text()), md.read_text()
 
 
+@pytest.mark.slow
 def test_bench_compares_training_and_evaluation(bench, tmp_path, monkeypatch):
     # the bf16 rows run where bf16 is fast (AMX / AVX512-BF16 CPUs, GPUs); here they run regardless
     monkeypatch.setattr("harness.models.fast_bf16", lambda device: True)
@@ -116,6 +117,7 @@ def test_one_method_gives_one_row(bench, tmp_path):
     assert md.count("| lora |") == 3
 
 
+@pytest.mark.slow
 def test_a_bench_cut_short_is_completed_by_resume(bench, tmp_path, monkeypatch, capsys):
     """A bench killed during its second method keeps the first's rows (written after each method);
     --resume measures only what is missing and completes the same document."""

@@ -113,6 +113,7 @@ def lm_eval_logliks(model, tok, pairs):
                              for i, p in enumerate(pairs)], disable_tqdm=True)
 
 
+@pytest.mark.slow
 def test_log_likelihoods_and_choices_equal_lm_evals(scorer):
     model, tok = scorer
     for name in cloze.SETS:
@@ -128,6 +129,7 @@ def test_log_likelihoods_and_choices_equal_lm_evals(scorer):
                [(r["pred_index"], r["pred_norm_index"]) for r in ref], name
 
 
+@pytest.mark.slow
 def test_the_harness_cloze_scoring_is_lm_evals_accuracy(scorer):
     """End to end through evaluate_sets: acc and acc_norm per set as lm-eval's formulas give them
     from lm-eval's own log-likelihoods (argmax, and argmax of ll / len(choice))."""

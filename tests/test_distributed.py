@@ -14,6 +14,8 @@ import pytest
 from harness import runner
 from harness.distributed import merge_memory
 
+pytestmark = pytest.mark.slow  # end to end: `make test SLOW=1` and CI run it
+
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["method=lora", "model=tiny-random", "task=arithmetic", "train.max_steps=3", "train.batch_size=4",
         "train.micro_batch_size=2", "train.group_by_length=false", "eval.limit=2", "eval.max_new_tokens=8",

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end: `make test SLOW=1` and CI run it
+
 REPO = Path(__file__).resolve().parents[1]
 # cloze-scored commonsense on the tiny model: 160 items whose accuracy is not zero, and 3 steps
 SWEEP = ["model=tiny-random", "method=bitfit", "task=commonsense", "eval.scoring=cloze", "eval.limit=20",

@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 
 from harness.train_state import COMPLETE, STEPS, Checkpoints, fingerprint
 
+pytestmark = pytest.mark.slow  # end to end: `make test SLOW=1` and CI run it
+
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["model=tiny-random", "task=arithmetic", "train.max_steps=6", "train.batch_size=2",
          "train.micro_batch_size=1", "train.warmup_steps=2", "eval.limit=3", "eval.max_new_tokens=8",

@@ -44,7 +44,9 @@ def check_record(rec: dict, method: str) -> None:
         assert f["forgetting_avg"] == 0 and all(s["before"] == s["after"] for s in f["sets"].values())
 
 
-@pytest.mark.parametrize("method", METHODS)
+# two methods in the quick suite; every method with SLOW=1 (and CI)
+@pytest.mark.parametrize("method", [m if m in ("lora", "full") else pytest.param(m, marks=pytest.mark.slow)
+                                    for m in METHODS])
 def test_each_method_writes_a_valid_record(compose_run, work_dirs, method):
     rec = runner.run(compose_run(f"method={method}"))
     check_record(rec, method)

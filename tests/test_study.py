@@ -50,6 +50,7 @@ def test_tuning_never_reads_test_data(tmp_path, monkeypatch, work_dirs):
         assert rec["data"]["validation"] == seen[0]["data"]["validation"] and rec["data"]["validation"]["items"] == 16
 
 
+@pytest.mark.slow
 def test_the_winner_is_rerun_with_every_seed_on_the_test_sets(tmp_path, work_dirs):
     assert study.main(["study=tiny", *SMALL, f"study.results_dir={tmp_path}", f"cache_dir={work_dirs['cache']}"]) == 0
     sel = json.loads((tmp_path / "selection.json").read_text())
@@ -122,6 +123,7 @@ def steered(monkeypatch, tmp_path, loss_at, *overrides):
     return s, run, trained
 
 
+@pytest.mark.slow
 def test_a_winner_at_the_top_of_the_grid_extends_it_upward_running_only_the_new_points(tmp_path, monkeypatch,
                                                                                       work_dirs):
     cache = [f"cache_dir={work_dirs['cache']}"]

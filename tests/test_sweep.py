@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from harness.sweep import count_jobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +37,7 @@ def records(tmp_path: Path) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, work_dirs):
     done = sweep(tmp_path, work_dirs["cache"], "lora,bitfit,adapter_series",
                  {"PEFT_BENCH_INJECT_FAULT": "oom@1:lora"})
@@ -46,6 +49,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, work_dirs):
     assert "[3/3]" in done.stdout and "sweep finished: 3 runs" in done.stdout and "oom 1" in done.stdout
 
 
+@pytest.mark.slow
 def test_nan_loss_is_recorded_as_diverged_with_the_step(tmp_path, work_dirs):
     done = sweep(tmp_path, work_dirs["cache"], "lora", {"PEFT_BENCH_INJECT_FAULT": "nan@2"})
     assert done.returncode == 1, done.stderr[-2000:]
@@ -53,6 +57,7 @@ def test_nan_loss_is_recorded_as_diverged_with_the_step(tmp_path, work_dirs):
     assert rec["status"] == "diverged" and rec["diverged_at_step"] == 2
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_records_every_run_exactly_once(tmp_path, work_dirs):
     methods = "none,bitfit,lora"
     proc = sweep(tmp_path, work_dirs["cache"], methods, wait=False)
@@ -80,6 +85,7 @@ def test_count_jobs_multiplies_sweep_dimensions():
     assert count_jobs(cfg) == 2 * 2 * 2  # the command line's method list replaces the preset's
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path, work_dirs):
     args = [sys.executable, "-m", "harness", "-m", "method=none,bitfit", *QUICK, f"results_dir={tmp_path}",
             f"cache_dir={work_dirs['cache']}", "hydra/launcher=submitit_local"]
