@@ -41,14 +41,14 @@ def main(cfg) -> dict:
     from harness import console, runner
     console.show_info(cfg.verbose)
     try:
-        rec = runner.run(cfg)
+        rec, reused = runner.run_or_reuse(cfg)
     except HarnessError as exc:  # bad input found only once the data is read: nothing was written
         bad_input(exc)
     if rec["status"] != "ok":
         OUTCOME["not_ok"].append(rec["run_id"])
     # what the sweep summary shows for this run
     return {"run_id": rec["run_id"], "status": rec["status"], "error": rec.get("error"),
-            "avg": (rec.get("summary") or {}).get("avg_evaluated"), "skipped": rec.get("_skipped", False)}
+            "avg": (rec.get("summary") or {}).get("avg_evaluated"), "skipped": reused}
 
 
 if __name__ == "__main__":

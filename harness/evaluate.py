@@ -97,6 +97,12 @@ def _sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
+def max_new_tokens(cfg, task_default: int | None = None) -> int:
+    """Tokens a generation may add: eval.max_new_tokens, else the task family's own length
+    (`task_default`, or the run's task.max_new_tokens)."""
+    return cfg.eval.max_new_tokens or (task_default if task_default is not None else cfg.task.max_new_tokens)
+
+
 def evaluation_dtype(precision, train_precision, device: torch.device) -> torch.dtype:
     """eval.precision as a dtype. auto: the run's compute precision (train.precision; its auto is
     bf16 on CUDA, fp32 elsewhere), so every method of a comparison is evaluated alike."""

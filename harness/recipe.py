@@ -32,9 +32,11 @@ class Recipe:
         self.laps = Laps()
         self.out: dict = {"device": str(device), "processes": dist.world, "phase_seconds": self.laps.seconds}
         self.model = self.tok = self.prepared = self.base_scores = None
+        self.predictions: dict = {}  # test set (or scoring/test set) -> one row per item, beside the record
 
     def run(self) -> dict:
-        """Every step in order; returns the measured parts of the record."""
+        """Every step in order; returns the measured parts of the record (the predictions stay in
+        self.predictions: they are written beside the record, not into it)."""
         for step in (self.describe_data, self.load_model, self.score_base, self.apply_method, self.train,
                      self.evaluate, self.score_retention):
             step()
@@ -118,7 +120,7 @@ class Recipe:
         if c.train.val_accuracy_items and dist.main:
             out["train_info"]["validation_accuracy"] = validation.accuracy(
                 self.model, self.tok, self.loaded.validation[:c.train.val_accuracy_items], style, self.device,
-                c.eval.batch_size, c.eval.max_new_tokens or c.task.max_new_tokens, precision=self.eval_dtype)
+                c.eval.batch_size, evaluate.max_new_tokens(c), precision=self.eval_dtype)
         out["memory"]["train"] = out["train_info"].pop("memory")
         if c.save or dist.fsdp:
             out["checkpoint"] = str(plan.paths.checkpoint)
@@ -143,13 +145,13 @@ class Recipe:
         self.model.eval()
         out["eval_merged_adapters"] = self.plan.method.merges_for_eval and merge_for_eval(self.model)
         mem = measure.PhaseMemory(self.device).start()
-        out["eval"], out["_predictions"], out["eval_info"] = self.evaluate_sets()
+        out["eval"], self.predictions, out["eval_info"] = self.evaluate_sets()
         out["memory"]["eval"] = mem.read()
         self.laps("eval")
         for scoring in c.eval.also:  # more scorings of the same trained model (a record row each)
             metrics, predictions, timing = self.evaluate_sets(scoring)
             out.setdefault("eval_also", {})[str(scoring)] = {"eval": metrics, "eval_info": timing}
-            out["_predictions"].update({f"{scoring}/{name}": rows for name, rows in predictions.items()})
+            self.predictions.update({f"{scoring}/{name}": rows for name, rows in predictions.items()})
             self.laps(f"eval_{scoring}")
 
     def evaluate_sets(self, scoring=None) -> tuple[dict, dict, dict]:
@@ -157,7 +159,7 @@ class Recipe:
         c, tests = self.cfg, self.loaded.tests
         metrics_by_set, predictions, timing = evaluate.evaluate_sets(
             self.model, self.tok, [(ts, recs) for ts, recs, _ in tests.values()], scoring or c.eval.scoring,
-            c.eval.max_new_tokens or c.task.max_new_tokens, c.eval.batch_size, c.eval.num_beams,
+            evaluate.max_new_tokens(c), c.eval.batch_size, c.eval.num_beams,
             c.train.prompt_style, self.device, precision=self.eval_dtype, invariant=c.eval.batch_invariant)
         for name, (ts, recs, meta) in tests.items():
             metrics = metrics_by_set[name]

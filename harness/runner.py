@@ -171,13 +171,18 @@ def run_log(path: Path | None):
 
 
 def run(cfg) -> dict:
-    """Run one configuration (or skip it if its record is complete); return its record.
+    """Run one configuration (or reuse its complete record); return its record."""
+    return run_or_reuse(cfg)[0]
+
+
+def run_or_reuse(cfg) -> tuple[dict, bool]:
+    """(the run's record, whether it was reused: a complete record this code made, nothing run).
     With several processes every rank runs this; only rank 0 writes."""
     plan = Plan(cfg)
     c = cfg
     done = None if c.force else reusable_record(plan)
     if done is not None:
-        return {**done, "_skipped": True}
+        return done, True
     dist = dist_setup(c.method.name)
     if dist.fsdp and plan.method.frozen_base:
         raise ConfigError("FSDP is for full fine-tuning too big for one GPU; run PEFT methods with one "
@@ -189,7 +194,7 @@ def run(cfg) -> dict:
     if dist.main:
         record.check_writable(plan.paths.results_dir)
     with run_log(plan.paths.log if dist.main else None):
-        return run_loaded(plan, loaded, dist, device)
+        return run_loaded(plan, loaded, dist, device), False
 
 
 def run_loaded(plan: Plan, loaded: Loaded, dist: Dist, device: torch.device) -> dict:
@@ -216,8 +221,9 @@ def run_loaded(plan: Plan, loaded: Loaded, dist: Dist, device: torch.device) -> 
     t0 = time.perf_counter()
     predictions: dict = {}
     try:
-        out = Recipe(plan, loaded, tracker, dist, device).run()
-        predictions = out.pop("_predictions", {})
+        recipe = Recipe(plan, loaded, tracker, dist, device)
+        out = recipe.run()
+        predictions = recipe.predictions
         rec.update(out)
         rec["status"] = "ok"
         if dist.main:

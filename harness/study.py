@@ -254,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         def run(cfg):
             log.info("%s %s lr=%.3g seed=%d (%s)", progress.start(), cfg.method.name, cfg.method.lr, cfg.seed,
                      cfg.tags.get("stage"))
-            rec = runner.run(cfg)
-            progress.finish(reused=rec.get("_skipped", False))
+            rec, reused = runner.run_or_reuse(cfg)
+            progress.finish(reused)
             return rec
 
         out_dir = Path(study.results_dir)

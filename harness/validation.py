@@ -17,7 +17,7 @@ import re
 
 import torch
 
-from harness import evaluate, extract, prompts
+from harness import evaluate, prompts, tasks
 from harness.digest import json_digest
 
 SPLIT_SEED = 0
@@ -122,11 +122,8 @@ def _accuracy(model, tok, labelled: list[dict], generated: list[dict], style: st
         texts = [prompts.eval_prompt(r["instruction"], r["input"], style) for r in generated]
         gens, _ = evaluate.generate_answers(model, tok, texts, max_new_tokens, batch_size, 1, device)
         for r, g in zip(generated, gens):
-            response = prompts.response_text(g)
-            if r["answer"] in tuple("ABCDE"):
-                correct += extract.extract_letter(response) == r["answer"]
-            else:
-                correct += extract.number_correct(extract.extract_number(response), r["answer"])
+            kind = "letter" if r["answer"] in tuple("ABCDE") else "number"
+            correct += tasks.correct_as(kind, tasks.extract_as(kind, prompts.response_text(g)), r["answer"])
     n = len(labelled) + len(generated)
     return {"accuracy": round(100.0 * correct / n, 4) if n else None, "n": n,
             "scoring": "label log-likelihood" if not generated else ("generate" if not labelled else "mixed")}

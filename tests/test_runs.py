@@ -93,10 +93,10 @@ def test_a_record_is_reused_only_by_the_code_that_made_it(compose_run, tmp_path)
     rec = json.loads(path.read_text())
     rec["meta_info"]["code"]["code_id"] = "0123456789ab"  # as if another version of the harness made it
     path.write_text(json.dumps(rec))
-    kept = runner.run(compose_run("method=none", "reuse=any", results=tmp_path))
-    assert kept.get("_skipped") and kept["meta_info"]["code"]["code_id"] == "0123456789ab"
-    rerun = runner.run(compose_run("method=none", results=tmp_path))
-    assert not rerun.get("_skipped") and rerun["run_info"]["started"] != first["run_info"]["started"]
+    kept, reused = runner.run_or_reuse(compose_run("method=none", "reuse=any", results=tmp_path))
+    assert reused and kept["meta_info"]["code"]["code_id"] == "0123456789ab"
+    rerun, reused = runner.run_or_reuse(compose_run("method=none", results=tmp_path))
+    assert not reused and rerun["run_info"]["started"] != first["run_info"]["started"]
     assert rerun["run_id"] == first["run_id"]  # the run id stays the config's: same run, rerun by this code
     assert json.loads(path.read_text())["meta_info"]["code"]["code_id"] == env.code_identity()["code_id"]
 

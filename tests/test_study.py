@@ -116,8 +116,8 @@ def steered(monkeypatch, tmp_path, loss_at, *overrides):
 
     def run(cfg):
         current["mult"] = round(cfg.method.lr / recipe, 6)
-        rec = runner.run(cfg)
-        if not rec.get("_skipped"):  # a complete record of this code is reused, not trained again
+        rec, reused = runner.run_or_reuse(cfg)
+        if not reused:  # a complete record of this code is reused, not trained again
             trained.append(current["mult"])
         return rec
     return s, run, trained

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from harness import console, data, env, measure, methods, models, tasks
+from harness import console, data, env, evaluate, measure, methods, models, tasks
 from harness.bench import evaluation, report, training
 from harness.errors import ConfigError, HarnessError
 from harness.overrides import resolve as resolve_runs
@@ -188,7 +188,7 @@ def resolve(args: argparse.Namespace, argv: list[str]) -> Settings:
     n_eval = _positive("--eval-questions", args.eval_questions if args.eval_questions is not None
                        else pick(DEFAULT_EVAL_QUESTIONS), minimum=0)
     ts, eval_records = eval_items(args.eval_set, n_eval, base)
-    max_new = args.eval_max_new_tokens or base.eval.max_new_tokens or base.task.max_new_tokens
+    max_new = args.eval_max_new_tokens or evaluate.max_new_tokens(base)
     out = writable_dir(Path(args.out))
     levers = parse_list(args.levers, training.LEVERS, training.LEVERS, "--levers")
     baselines = parse_list(args.baselines, BASELINES, BASELINES, "--baselines")

@@ -116,7 +116,7 @@ def suite(model, tok, cfg, device: torch.device) -> dict:
             records, _ = tasks.load_test_set(ts, cfg.cache_dir, cfg.eval.hellaswag)
             scoring = cfg.eval.scoring if ts.multiple_choice else "generate"
             loaded.append((ts, tasks.select(records, cfg.eval.limit), scoring,
-                           cfg.eval.max_new_tokens or family.max_new_tokens))
+                           evaluate.max_new_tokens(cfg, family.max_new_tokens)))
     model.eval()
     sets, t_all = {}, measure.clock(device)
     for ts, records, scoring, max_new in loaded:

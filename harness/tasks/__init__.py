@@ -146,19 +146,31 @@ def home_family(name: str) -> TaskFamily:
 
 # ---- scoring ---------------------------------------------------------------------------------
 
-def extract(ts: TestSet, response: str):
-    """The prediction extracted from a response; None when nothing parses."""
-    if ts.kind == "number":
+# The one answer scorer: the test sets (by their kind) and the validation split (by its answer's
+# kind, harness.validation) both extract and compare through these two functions.
+
+def extract_as(kind: str, response: str, labels=()):
+    """The prediction extracted from a response as LLM-Adapters extracts answers of this kind
+    (number, letter, or one of `labels`); None when nothing parses."""
+    if kind == "number":
         return extract_number(response)
-    if ts.kind == "letter":
+    if kind == "letter":
         return extract_letter(response)
-    return extract_label(response, list(ts.labels))
+    return extract_label(response, list(labels))
+
+
+def correct_as(kind: str, pred, gold: str) -> bool:
+    if kind == "number":
+        return number_correct(pred, gold)
+    return pred is not None and pred == gold
+
+
+def extract(ts: TestSet, response: str):
+    return extract_as(ts.kind, response, ts.labels)
 
 
 def is_correct(ts: TestSet, pred, gold: str) -> bool:
-    if ts.kind == "number":
-        return number_correct(pred, gold)
-    return pred is not None and pred == gold
+    return correct_as(ts.kind, pred, gold)
 
 
 def options(ts: TestSet, instruction: str) -> list[str]:
