@@ -234,6 +234,7 @@ class ResumeConfig:
     """Training-state snapshots, so a run killed mid-training resumes where it was on rerun."""
     every_steps: int = 0  # > 0: a snapshot every N optimizer steps
     every_minutes: float = 30.0  # and/or at most this long apart (0 = off); short runs never pay for one
+    restart: bool = False  # true: an interrupted run starts over from step 0, its snapshot discarded
 
 
 @dataclass
@@ -257,9 +258,9 @@ class RunConfig:
     cache_dir: str = "${results_dir}/cache"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     save: bool = True  # save adapter / model weights per run
-    force: bool = False  # rerun even if a complete record exists, from step 0 (ignoring training snapshots)
+    force: bool = False  # rerun even if a complete record exists (resume.restart: discard a snapshot; vram_check: a predicted OOM)
     reuse: Reuse = Reuse.same_code  # which complete records count as done (harness.env.code_identity)
-    vram_check: bool = True  # ask the VRAM estimator before running on a GPU
+    vram_check: bool = True  # ask the VRAM estimator before running on a GPU; false runs a predicted OOM anyway
     verbose: bool = False  # INFO logs and library progress bars on the console too (the run's log has them always)
     sweep: Any = None  # a sweep preset (conf/sweep) only sets hydra.sweeper.params
     tags: Dict[str, Any] = field(default_factory=dict)  # labels for reports (a study's name and stage)

@@ -107,7 +107,7 @@ class Recipe:
         # FSDP shards the parameters across ranks: no checkpoints there (a killed run starts over)
         checkpoints = Checkpoints(None if dist.fsdp else plan.paths.train_state, c.resume.every_steps,
                                   c.resume.every_minutes, dist.main)
-        if c.force:  # force=true reruns from step 0
+        if c.resume.restart:  # start over from step 0
             checkpoints.clear()
             dist.barrier()
         val_examples = tokenize_examples(self.loaded.validation, self.tok, cutoff, c.train.train_on_inputs, style)

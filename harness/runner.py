@@ -128,6 +128,8 @@ def reusable_record(plan: Plan) -> dict | None:
     rec = record.read_record(plan.paths.record)
     if rec is None or rec["status"] not in record.TERMINAL:
         return None
+    if rec["status"] == "predicted_oom" and not plan.cfg.vram_check:  # asked to run it anyway
+        return None
     made_by = ((rec.get("meta_info") or {}).get("code") or {}).get("code_id")
     here = env.code_identity()["code_id"]
     if plan.cfg.reuse == "any" or made_by == here:
@@ -210,9 +212,9 @@ def run_loaded(plan: Plan, loaded: Loaded, dist: Dist, device: torch.device) -> 
     estimate = vram_estimate(plan, device)
     if estimate:
         rec["vram_estimate"] = estimate
-        if estimate["fits"] is False and not c.force:
+        if estimate["fits"] is False:  # vram_check=false runs it anyway (no estimate is asked for)
             rec.update(status="predicted_oom", error=f"predicted {estimate['predicted_total_gib']:.1f} GiB > "
-                       f"{estimate['device_memory_gib']:.1f} GiB on this GPU (force=true runs it anyway)")
+                       f"{estimate['device_memory_gib']:.1f} GiB on this GPU (vram_check=false runs it anyway)")
             if dist.main:
                 atomic.write_json(plan.paths.record, rec)
             log.info("%s: predicted_oom -> %s", plan.run_id, plan.paths.record)

@@ -76,7 +76,7 @@ class Checkpoints:
             atomic.write_json(self.directory / FINGERPRINT, expected)
 
     def clear(self) -> None:
-        """Forget the checkpoints (the run is recorded, or force=true starts over)."""
+        """Forget the checkpoints (the run is recorded, or resume.restart=true starts over)."""
         if self.directory is not None and self.main:
             shutil.rmtree(self.directory, ignore_errors=True)
 

@@ -69,11 +69,11 @@ def test_a_run_killed_mid_training_resumes_and_matches_an_uninterrupted_run(tmp_
     assert not state.exists(), "a recorded run's snapshot is removed"
 
 
-def test_force_starts_over_instead_of_resuming(tmp_path, work_dirs):
+def test_resume_restart_starts_over_instead_of_resuming(tmp_path, work_dirs):
     killed = run(tmp_path, work_dirs["cache"], "bitfit", fault="kill@3")
     assert killed.returncode == -signal.SIGKILL
     assert list((tmp_path / "train_state").iterdir())
-    again = run(tmp_path, work_dirs["cache"], "bitfit", "force=true")
+    again = run(tmp_path, work_dirs["cache"], "bitfit", "resume.restart=true")
     assert again.returncode == 0, again.stderr[-2000:]
     assert the_record(tmp_path)["train_info"]["resumed_from_step"] == 0
 

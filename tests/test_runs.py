@@ -117,7 +117,8 @@ def test_qlora4_adapters_all_learn_after_a_no_grad_forward(compose_run, work_dir
 
 def test_a_run_predicted_not_to_fit_the_gpu_is_recorded_as_predicted_oom(compose_run, tmp_path, monkeypatch):
     """On a GPU the sweep asks the VRAM estimator first; here a 7B full fine-tune 'meets' a fake
-    16 GiB GPU. Nothing is loaded: the record says predicted_oom, and force=true would run it."""
+    16 GiB GPU. Nothing is loaded: the record says predicted_oom, and vram_check=false runs it (the
+    record is not reused then)."""
     import types
     import torch
     from harness import models
@@ -127,10 +128,14 @@ def test_a_run_predicted_not_to_fit_the_gpu_is_recorded_as_predicted_oom(compose
     monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("a predicted OOM must not load the model"))
     cfg = compose_run("model=llama-7b", "method=full", "train.micro_batch_size=1", "train.batch_size=1")
     rec = runner.run(cfg)
-    assert rec["status"] == "predicted_oom" and "force=true" in rec["error"]
+    assert rec["status"] == "predicted_oom" and "vram_check=false runs it anyway" in rec["error"]
     assert rec["vram_estimate"]["fits"] is False and rec["vram_estimate"]["predicted_total_gib"] > 16
     assert runner.record.read_record(Path(cfg.results_dir) / "runs" / f"{rec['run_id']}.json")["status"] == \
         "predicted_oom"
+    assert runner.reusable_record(runner.Plan(cfg))["status"] == "predicted_oom"  # a rerun keeps the answer
+    anyway = runner.Plan(compose_run("model=llama-7b", "method=full", "train.micro_batch_size=1",
+                                     "train.batch_size=1", "vram_check=false"))
+    assert anyway.run_id == rec["run_id"] and runner.reusable_record(anyway) is None  # ... unless asked to run it
 
 
 def test_the_code_identity_covers_shipped_data_through_its_manifest():
