@@ -175,7 +175,7 @@ class TrainConfig:
     # padding-free: each micro-batch's examples in one row (transformers' DataCollatorWithFlattening),
     # attention kept within each example; same objective
     packing: bool = False
-    # validation: a fixed held-out slice of the training set (harness.validation), never test data
+    # validation: a fixed held-out slice of the training set (harness.heldout), never test data
     val_size: int = 0  # records held out of training (0: none)
     eval_every: int = 0  # > 0: validation loss every N optimizer steps (and always at the end)
     val_accuracy_items: int = 0  # validation accuracy at the end, on the first N held-out records

@@ -17,7 +17,7 @@ The suite depends on the run's task family (harness.tasks, `retention`; forgetti
   tokens (nats/token). Forgetting = after - before (positive: forgotten, the model predicts the
   reference solutions worse), per set the mean over documents with a 95% t interval over them.
 
-harness.validate refuses a suite set of the run's own family or in its training data. Every item
+harness.checks refuses a suite set of the run's own family or in its training data. Every item
 is scored in forwards of its own at the evaluation precision (harness.evaluate), so an item's
 "after" equals its score in the evaluation pass whenever both score it.
 
@@ -30,7 +30,7 @@ import json
 import logging
 from pathlib import Path
 
-from harness import atomic, cloze, evaluate, stats, tasks, validate
+from harness import atomic, checks, cloze, evaluate, stats, tasks
 from harness.digest import json_digest
 
 log = logging.getLogger("harness.forgetting")
@@ -47,7 +47,7 @@ LOSS_METRIC = "token cross-entropy"
 def suite(fcfg, task: str | None = None) -> list:
     """The retention suite of a run of task family `task` (forgetting.test_sets, or the family's
     out-of-domain default when empty): TestSets (cloze) or HeldOutTexts (cross-entropy)."""
-    return validate.check_retention_suite(fcfg, task)
+    return checks.check_retention_suite(fcfg, task)
 
 
 def text_losses(model, tok, text: tasks.HeldOutText, records: list[dict], device) -> list[dict]:

@@ -210,7 +210,7 @@ def hub_reference(model_cfg) -> str:
 
 
 def quantization_config(method_cfg, dtype: torch.dtype):
-    """bitsandbytes settings for a 4/8-bit base (bits are checked by harness.validate)."""
+    """bitsandbytes settings for a 4/8-bit base (bits are checked by harness.checks)."""
     q = method_cfg.quantization
     if not q.bits:
         return None

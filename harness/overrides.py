@@ -6,7 +6,7 @@ turns its key=value overrides into run configs here, and every run of the invoca
    (harness/config.py); a misspelling gets "did you mean" and the valid keys of its group; a
    '+key' may only add keys to the free-form sections (method.peft, model.tiny);
 2. composition by Hydra: types (OmegaConf refuses 'abc' for an int, 'foo' for an enum);
-3. harness.validate.check: ranges and consistency;
+3. harness.checks.check: ranges and consistency;
 4. applicability: a key the chosen model or method would ignore is an error naming what reads it
    (in a sweep: a key no run of the sweep reads).
 Anything wrong is one ConfigError (the CLIs print it on one line and exit 2).
@@ -224,14 +224,14 @@ def check_applicable(cfgs: list, overrides: list[str]) -> None:
 
 def resolve(overrides: list[str], multirun: bool = False, here: bool = True) -> tuple[list, list[str], bool]:
     """(the checked config of every run, the overrides to hand to Hydra, multirun?). `here=False`:
-    the runs are meant for another machine (see harness.validate.check)."""
+    the runs are meant for another machine (see harness.checks.check)."""
     known = set(group_choices("model"))
     checked = check_names(rewrite_model_argument(list(overrides), known))
     jobs, multirun = expand(checked, multirun)
     cfgs = [compose_raw(job) for job in jobs]
-    from harness import validate  # torch, datasets: after the checks that need neither (a typo fails fast)
+    from harness import checks  # torch, datasets: after the checks that need neither (a typo fails fast)
     for cfg in cfgs:
-        validate.check(cfg, here)
+        checks.check(cfg, here)
     check_applicable(cfgs, checked)
     return cfgs, checked, multirun
 

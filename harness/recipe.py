@@ -12,12 +12,12 @@ import logging
 
 from transformers import set_seed
 
-from harness import atomic, env, evaluate, forgetting, measure, methods, models, validation
+from harness import atomic, env, evaluate, forgetting, heldout, measure, methods, models
 from harness.distributed import Dist
 from harness.measure import Laps
 from harness.train import tokenize_examples, total_steps, train
 from harness.train_state import Checkpoints
-from harness.validate import check_against_model
+from harness.checks import check_against_model
 
 log = logging.getLogger("harness")
 
@@ -118,7 +118,7 @@ class Recipe:
             validate=self.validation_pass(val_examples),
             save_full_to=str(plan.paths.checkpoint) if dist.fsdp else None)
         if c.train.val_accuracy_items and dist.main:
-            out["train_info"]["validation_accuracy"] = validation.accuracy(
+            out["train_info"]["validation_accuracy"] = heldout.accuracy(
                 self.model, self.tok, self.loaded.validation[:c.train.val_accuracy_items], style, self.device,
                 c.eval.batch_size, evaluate.max_new_tokens(c), precision=self.eval_dtype)
         out["memory"]["train"] = out["train_info"].pop("memory")
@@ -135,7 +135,7 @@ class Recipe:
         validation_final with per-example losses (the study's selection noise)."""
         if not val_examples or not self.dist.main:
             return None
-        return lambda: validation.loss(self.model, self.tok, val_examples, self.cfg.eval.batch_size, self.device,
+        return lambda: heldout.loss(self.model, self.tok, val_examples, self.cfg.eval.batch_size, self.device,
                                        self.dtype, detail=self.out.setdefault("validation_final", {}))
 
     def evaluate(self) -> None:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from omegaconf import OmegaConf
 
-from harness import atomic, data, env, measure, methods, models, record, secrets, tasks, tracking, validate, validation
+from harness import atomic, checks, data, env, heldout, measure, methods, models, record, secrets, tasks, tracking
 from harness.distributed import Dist, setup as dist_setup
 from harness.errors import ConfigError, Diverged, HarnessError
 from harness.recipe import Recipe
@@ -31,7 +31,7 @@ class Plan:
     """Everything resolved and validated before any model is loaded."""
 
     def __init__(self, cfg):
-        validate.check(cfg)  # the same checks every entry point runs (harness.overrides)
+        checks.check(cfg)  # the same checks every entry point runs (harness.overrides)
         self.cfg = cfg
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
         self.run_id = record.run_id(self.resolved, models.resolve_device(cfg.device).type)
@@ -53,7 +53,7 @@ class Plan:
 class Loaded(NamedTuple):
     tests: dict  # name -> (TestSet, records, provenance); empty with eval.enabled=false
     train: list[dict]
-    validation: list[dict]  # held out of the training set (harness.validation)
+    validation: list[dict]  # held out of the training set (harness.heldout)
     provenance: list[dict]
     validation_info: dict
 
@@ -69,7 +69,7 @@ def load_data(plan: Plan) -> Loaded:
     train_records, provenance, val_records, val_info = [], [], [], {"items": 0}
     if plan.trains:
         train_records, provenance = tasks.load_train_set(plan.train_set, c.cache_dir)
-        train_records, val_records, val_info = validation.split(train_records, c.train.val_size)
+        train_records, val_records, val_info = heldout.split(train_records, c.train.val_size)
         if not train_records:  # every loop over the training data would end at once, or never
             raise ConfigError(f"train.val_size={c.train.val_size} holds out all {len(val_records)} records of "
                               f"{plan.train_set.name}: none is left to train on; set train.val_size below "

@@ -14,7 +14,7 @@ import math
 RULE = "lowest final validation loss (validation accuracy breaks ties); a run not ok never wins"
 NOISE_SES = 2.0  # a winner whose margin over the runner-up is below this many standard errors: within noise
 MIN_HORIZON = 0.5  # the tuning runs' optimizer steps, at least this fraction of the final runs'
-# The record's per-example losses of the final validation pass (harness.validation.loss's `detail`)
+# The record's per-example losses of the final validation pass (harness.heldout.loss's `detail`)
 DETAIL = "validation_final"
 _TOL = 1e-9
 

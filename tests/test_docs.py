@@ -59,10 +59,8 @@ def _sections() -> set[str]:
 def _peft_arguments() -> set[str]:
     """What method.peft may hold: the keyword arguments of some registered method's peft config class."""
     from harness import methods
-    peft_arguments = getattr(methods, "peft_arguments", None)
-    if peft_arguments is None:  # where it lived before
-        from harness.validate import peft_arguments
-    return set().union(*(peft_arguments(s.peft_config) for s in methods.all_methods().values() if s.peft_config))
+    return set().union(*(methods.peft_arguments(s.peft_config) for s in methods.all_methods().values()
+                         if s.peft_config))
 
 
 def key_problem(token: str) -> str | None:

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import forgetting, runner, tasks, validate
+from harness import checks, forgetting, runner, tasks
 from harness.overrides import resolve_one
 from harness.errors import ConfigError
 
@@ -48,8 +48,8 @@ def test_a_set_whose_training_split_the_run_trains_on_is_refused():
     mixed = tasks.TrainSet("mixed", shipped=("train/gsm8k_train", "train/arc_challenge_train"),
                            train_splits=("gsm8k", "arc_challenge"))
     with pytest.raises(ConfigError, match="holds arc_challenge's training split"):
-        validate.check_retention_suite(f, "arithmetic", mixed)
-    validate.check_retention_suite(f, "arithmetic", tasks.get_family("arithmetic").train_set("math_offline"))
+        checks.check_retention_suite(f, "arithmetic", mixed)
+    checks.check_retention_suite(f, "arithmetic", tasks.get_family("arithmetic").train_set("math_offline"))
 
 
 def test_a_users_training_file_holding_retention_items_is_refused(tmp_path):
@@ -67,7 +67,7 @@ def test_a_users_training_file_holding_retention_items_is_refused(tmp_path):
 def test_a_suite_mixing_accuracy_and_cross_entropy_is_refused():
     f = SimpleNamespace(test_sets=["hellaswag", "gsm8k_train_solutions"], limit=10)
     with pytest.raises(ConfigError, match="mixes test sets"):
-        validate.check_retention_suite(f, None)
+        checks.check_retention_suite(f, None)
 
 
 def test_a_commonsense_run_reads_no_test_set_for_forgetting():

@@ -135,7 +135,7 @@ def test_vram_estimator_knows_every_method():
     """An estimate, or a ConfigError saying why not: never a silent default."""
     from harness.vram import predict_peak_gib
     from harness.vram.compose import compose_run_config
-    from harness.vram.setup import NOT_MODELLED, modelled_kind
+    from harness.vram.inputs import NOT_MODELLED, modelled_kind
     for name, spec in ALL_SPECS.items():
         cfg = {**compose_run_config(["model=llama-7b", f"method={name}"]), "device": "cuda"}
         if modelled_kind(spec) is None:
@@ -202,7 +202,7 @@ def test_lora_config_variants_save_what_the_lora_formula_says(name):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from harness.vram.compose import compose_run_config
-    from harness.vram.setup import modelled_kind, setup_from_config
+    from harness.vram.inputs import modelled_kind, setup_from_config
     assert modelled_kind(ALL_SPECS[name]) == "lora"
     run = compose_run_config([f"method={name}", "device=cuda", "train.fused_loss=torch"])
     batch_, seq = 3, 40

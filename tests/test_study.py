@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import data, runner, selection, study, tasks, validation
+from harness import data, heldout, runner, selection, study, tasks
 from harness.errors import ConfigError
 
 SMALL = ["study.methods=[bitfit]", "study.lr_grid=[0.5,2.0]", "study.seeds=[1,2]", "study.extend_grid=false"]
@@ -112,7 +112,7 @@ def steered(monkeypatch, tmp_path, loss_at, *overrides):
     s = small_study(tmp_path, "study.extend_grid=true", *overrides)
     recipe = study.recipe_lr(s, "bitfit")
     current, trained = {}, []
-    monkeypatch.setattr(validation, "loss", lambda *args, **kwargs: loss_at(current["mult"]))
+    monkeypatch.setattr(heldout, "loss", lambda *args, **kwargs: loss_at(current["mult"]))
 
     def run(cfg):
         current["mult"] = round(cfg.method.lr / recipe, 6)
@@ -228,14 +228,14 @@ def test_the_validation_loss_gives_its_per_example_losses_and_standard_error(tin
     examples = tokenize_examples(records, tok, 256, False, "clean")
     cpu = torch.device("cpu")
     detail = {"stale": 1}
-    mean = validation.loss(model, tok, examples, 3, cpu, torch.float32, detail=detail)
-    assert mean == validation.loss(model, tok, examples, 3, cpu, torch.float32)  # the value is unchanged
+    mean = heldout.loss(model, tok, examples, 3, cpu, torch.float32, detail=detail)
+    assert mean == heldout.loss(model, tok, examples, 3, cpu, torch.float32)  # the value is unchanged
     losses, tokens = detail["example_loss"], detail["example_tokens"]
     assert "stale" not in detail and detail["items"] == len(losses) == 7 and detail["label_tokens"] == sum(tokens) > 7
     assert sum(x * n for x, n in zip(losses, tokens)) / sum(tokens) == pytest.approx(mean, abs=1e-4)
     assert detail["loss_se"] == pytest.approx(selection.ratio_se(losses, tokens), abs=1e-5) and detail["loss_se"] > 0
     alone = {}  # an example's loss does not depend on the batch it is in
-    validation.loss(model, tok, examples, 1, cpu, torch.float32, detail=alone)
+    heldout.loss(model, tok, examples, 1, cpu, torch.float32, detail=alone)
     assert alone["example_loss"] == pytest.approx(losses, abs=1e-4)
 
 

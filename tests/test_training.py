@@ -11,7 +11,7 @@ from harness import prompts
 from harness.config import TrainConfig
 from harness.errors import ConfigError
 from harness.train import IGNORE, Collator, capped_warmup, tokenize_examples, train
-from harness.validate import check_training
+from harness.checks import check_training
 
 REC = {"instruction": "What is 2+3?", "input": "", "output": "2+3=5. The answer is 5.", "answer": "5"}
 FULL = OmegaConf.create({"name": "full"})  # the method section train() reads: its registry entry

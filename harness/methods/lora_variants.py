@@ -47,7 +47,7 @@ def _build_converting(model, cfg, ctx) -> Prepared:
 
 
 # OLoRA dequantises a 4/8-bit weight, decomposes it and requantises the residual (peft olora_init);
-# peft's PiSSA decomposes float weights only, so harness.validate refuses a quantised base for it.
+# peft's PiSSA decomposes float weights only, so harness.checks refuses a quantised base for it.
 for _name in ("pissa", "olora"):
     peft_method(_name, "LoraConfig", "lora", build=_build_converting,
                 quantization="optional" if _name == "olora" else "none",

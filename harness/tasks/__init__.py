@@ -37,7 +37,7 @@ class TrainSet:
     note: str = ""
     local: str | None = None  # a user's own file in the LLM-Adapters format
     # test sets (of any family) whose own training split is part of this training data: never a
-    # retention set of a run trained on it (harness.validate.check_retention_suite)
+    # retention set of a run trained on it (harness.checks.check_retention_suite)
     train_splits: tuple = ()
 
 
@@ -147,7 +147,7 @@ def home_family(name: str) -> TaskFamily:
 # ---- scoring ---------------------------------------------------------------------------------
 
 # The one answer scorer: the test sets (by their kind) and the validation split (by its answer's
-# kind, harness.validation) both extract and compare through these two functions.
+# kind, harness.heldout) both extract and compare through these two functions.
 
 def extract_as(kind: str, response: str, labels=()):
     """The prediction extracted from a response as LLM-Adapters extracts answers of this kind

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
-from harness.vram.setup import OPTIMIZERS
+from harness.vram.inputs import OPTIMIZERS
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ from harness.vram import activations as A
 from harness.vram import constants as C
 from harness.vram import params as P
 from harness.vram.architecture import ModelShape, model_shape
-from harness.vram.setup import Setup, dtypes, setup_from_config
+from harness.vram.inputs import Setup, dtypes, setup_from_config
 
 COMPONENTS = ("weights", "trainable_params", "gradients", "optimizer_states", "activations", "kv_cache",
               "logits_and_loss", "transient_workspace", "autocast_weight_copies", "framework_overhead")

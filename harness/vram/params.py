@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from harness.vram import constants as C
 from harness.vram.architecture import Linear, ModelShape
-from harness.vram.setup import Dtypes, Setup
+from harness.vram.inputs import Dtypes, Setup
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,7 @@ def _fused_loss(setting: str, device: str) -> str:
 
 
 def setup_from_config(cfg: dict, optim: str = "adamw") -> Setup:
-    """Read the parts of a resolved run config (as checked by harness.validate, or a record's
+    """Read the parts of a resolved run config (as checked by harness.checks, or a record's
     run_info.config) that change memory."""
     try:
         method, train = cfg["method"], cfg.get("train") or {}
