@@ -74,6 +74,13 @@ class Reuse(Choice):
     any = "any"  # a complete record is reused whatever code made it
 
 
+class Stage(Choice):
+    """What a run is for; the report tables runs by it."""
+    run = "run"  # a plain run (python -m harness, a sweep)
+    tune = "tune"  # a study's learning-rate grid run: no test set read, no accuracy tabled
+    final = "final"  # a study's run at its chosen learning rate, on the test sets
+
+
 class WandbMode(Choice):
     auto = "auto"  # WANDB_MODE if set, else online with a key, else offline
     online = "online"
@@ -263,7 +270,8 @@ class RunConfig:
     vram_check: bool = True  # ask the VRAM estimator before running on a GPU; false runs a predicted OOM anyway
     verbose: bool = False  # INFO logs and library progress bars on the console too (the run's log has them always)
     sweep: Any = None  # a sweep preset (conf/sweep) only sets hydra.sweeper.params
-    tags: Dict[str, Any] = field(default_factory=dict)  # labels for reports (a study's name and stage)
+    stage: Stage = Stage.run  # what the run is for (harness.study sets tune / final); not part of the run id
+    tags: Dict[str, Any] = field(default_factory=dict)  # free labels for reports (a study's name, its chosen rate)
 
 
 # free-form sections: their keys are checked later against what reads them (peft's config class,
@@ -274,7 +282,7 @@ GROUPS = ("model", "method", "task", "sweep")
 
 # keys that do not change what a run computes: left out of the run id
 NON_SEMANTIC_KEYS = ("results_dir", "cache_dir", "save", "force", "reuse", "wandb", "sweep", "vram_check", "cluster",
-                     "resume", "tags", "verbose")
+                     "resume", "tags", "verbose", "stage")
 
 
 def model_slug(name_or_path: str) -> str:

@@ -20,9 +20,10 @@ _TOL = 1e-9
 
 
 def is_tuning(record: dict) -> bool:
-    """A study's grid run (tags.stage=tune): it reads no test set and has no accuracy to table."""
+    """A study's grid run (stage=tune): it reads no test set and has no accuracy to table. Records
+    made before `stage` was a key carry it as tags.stage."""
     cfg = (record.get("run_info") or {}).get("config") or {}
-    return (cfg.get("tags") or {}).get("stage") == "tune"
+    return (cfg.get("stage") or (cfg.get("tags") or {}).get("stage")) == "tune"
 
 
 def grid_point(record: dict) -> dict:

@@ -94,7 +94,7 @@ def run_config(study: StudyConfig, method: str, lr: float, stage: str, seed: int
     from harness.overrides import resolve_one
     stage_overrides = study.tune if stage == "tune" else study.final
     return resolve_one([*study.common, *stage_overrides, f"method={method}", f"method.lr={lr:.6g}", f"seed={seed}",
-                        f"results_dir={study.results_dir}", f"+tags.study={study.name}", f"+tags.stage={stage}",
+                        f"results_dir={study.results_dir}", f"+tags.study={study.name}", f"stage={stage}",
                         *extra])
 
 
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def run(cfg):
             log.info("%s %s lr=%.3g seed=%d (%s)", progress.start(), cfg.method.name, cfg.method.lr, cfg.seed,
-                     cfg.tags.get("stage"))
+                     cfg.stage)
             rec, reused = runner.run_or_reuse(cfg)
             progress.finish(reused)
             return rec

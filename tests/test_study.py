@@ -56,7 +56,7 @@ def test_the_winner_is_rerun_with_every_seed_on_the_test_sets(tmp_path, work_dir
     sel = json.loads((tmp_path / "selection.json").read_text())
     chosen = sel["selection"]["bitfit"]["chosen_lr"]
     finals = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")
-              if json.loads(p.read_text())["run_info"]["config"]["tags"].get("stage") == "final"]
+              if json.loads(p.read_text())["run_info"]["config"]["stage"] == "final"]
     assert sorted(r["run_info"]["seed"] for r in finals) == [1, 2]
     for rec in finals:
         cfg = rec["run_info"]["config"]
@@ -279,3 +279,11 @@ def test_without_per_example_losses_the_standard_error_comes_from_the_training_l
     se, how = selection.loss_se(rec)
     sd = math.sqrt(sum((x - 1.0) ** 2 for x in rec["train_info"]["losses"]) / 9)
     assert se == pytest.approx(sd * math.sqrt(4 / 2), abs=1e-5) and how.startswith("approximate")
+
+
+def test_a_tuning_run_is_known_by_its_stage_in_new_and_older_records():
+    def rec(**config):
+        return {"run_info": {"config": config}}
+    assert selection.is_tuning(rec(stage="tune")) and not selection.is_tuning(rec(stage="final"))
+    assert selection.is_tuning(rec(tags={"stage": "tune"}))  # records made before stage was a key
+    assert not selection.is_tuning(rec(stage="run", tags={}))
