@@ -11,6 +11,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from harness.config import NON_SEMANTIC_KEYS
 from harness.digest import json_digest
@@ -112,11 +113,17 @@ def read_one(path: Path) -> tuple[dict | None, Corrupt | None]:
     return (None, Corrupt(str(path), reason)) if reason else (obj, None)
 
 
-def load_records(directory: Path) -> tuple[list[dict], list[Corrupt]]:
+class Stored(NamedTuple):
+    """A record and the file it was read from (its predictions lie beside it: ../predictions/<run id>/)."""
+    path: Path
+    record: dict
+
+
+def load_records(directory: Path) -> tuple[list[Stored], list[Corrupt]]:
     """Every record in `directory` (*.json, sorted by name; none when it does not exist) with its
-    file in '_path', and the files that are not records. The same run id twice (e.g. merged result
-    dirs) keeps the one that finished last."""
-    by_id: dict[str, dict] = {}
+    file, and the files that are not records. The same run id twice (e.g. merged result dirs) keeps
+    the one that finished last."""
+    by_id: dict[str, Stored] = {}
     corrupt: list[Corrupt] = []
     for path in sorted(Path(directory).glob("*.json")):
         rec, bad = read_one(path)
@@ -124,10 +131,9 @@ def load_records(directory: Path) -> tuple[list[dict], list[Corrupt]]:
             corrupt.append(bad)
             continue
         rec.setdefault("run_id", path.stem)
-        rec["_path"] = str(path)
         old = by_id.get(rec["run_id"])
-        if old is None or _finished(rec) >= _finished(old):
-            by_id[rec["run_id"]] = rec
+        if old is None or _finished(rec) >= _finished(old.record):
+            by_id[rec["run_id"]] = Stored(path, rec)
     return list(by_id.values()), corrupt
 
 

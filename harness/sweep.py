@@ -31,9 +31,9 @@ def records_since(config, since: float) -> list[dict]:
     counts exactly what the report and the runner's skip check count as records."""
     rows = []
     records, _ = record.load_records(Path(str(config.results_dir), "runs"))
-    for rec in records:
+    for path, rec in records:
         try:
-            if Path(rec["_path"]).stat().st_mtime < since:
+            if path.stat().st_mtime < since:
                 continue
         except OSError:  # removed since it was read
             continue

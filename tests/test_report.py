@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.record import load_records
+from harness.record import Stored, load_records
 from harness.report import aggregate, build, plots, render
 from harness.report.load import load_published
 from harness.report.plots import pareto_front
@@ -306,7 +306,7 @@ def as_label(rec: dict, accuracy: float, memory_gib: float) -> dict:
 def test_protocols_in_one_family_do_not_share_a_pareto_front():
     recs = [fixture(p.name) for p in sorted(FIXTURES.glob("*__arithmetic__*.json"))]
     recs.append(as_label(fixture(NONE_ARITH), 90.0, 0.40))  # above and left of every generate-scored point
-    groups = aggregate.aggregate(aggregate.flatten_all(recs)[0])
+    groups = aggregate.aggregate(aggregate.flatten_all([Stored(Path(f"{r['run_id']}.json"), r) for r in recs])[0])
     split = plots.series(groups)
     assert list(split) == ["arithmetic · generate", "arithmetic · label"]
     (loglik,) = split["arithmetic · label"]

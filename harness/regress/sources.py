@@ -51,6 +51,7 @@ def records_code(source: Path) -> dict:
     """The code identity the records carry (they may predate the code saving them); a mix is named."""
     directory = runs_dir(source)
     records = load_records(directory)[0] if directory else []
+    records = [s.record for s in records]
     codes = {c["code_id"]: c for r in records if (c := (r.get("meta_info") or {}).get("code"))}
     if len(codes) == 1:  # one code (commits that changed no source file share it): their git shas listed
         code = dict(next(iter(codes.values())))
@@ -169,7 +170,7 @@ def publish_wandb(spec: str, baseline: Path) -> list[str]:
     wandb_dir = Path(baseline) / "wandb"
     wandb_dir.mkdir(parents=True, exist_ok=True)
     out = []
-    for rec in records:
+    for _, rec in records:
         run = wandb.init(entity=entity, project=project, group=group, name=rec["run_id"], job_type="baseline",
                          dir=str(wandb_dir), mode=resolve_mode("auto"), reinit="finish_previous",
                          config=(rec.get("run_info") or {}).get("config") or {})

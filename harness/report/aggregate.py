@@ -18,12 +18,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 
 from harness import cloze, tasks
 from harness.config import NON_SEMANTIC_KEYS
-from harness.record import Corrupt
+from harness.record import Corrupt, Stored
 from harness.report import retention
 
 KEY = ("model", "method", "task", "train_set", "scoring", "eval_limit", "decoding")
@@ -93,7 +94,7 @@ def device_identity(meta: dict) -> str | None:
     return name
 
 
-def flatten(rec: dict) -> dict:
+def flatten(rec: dict, path: Path | None = None) -> dict:
     """One record as a flat row with what tables, plots and the regression gate read."""
     info = rec.get("run_info") or {}
     cfg = info.get("config") or {}
@@ -122,7 +123,7 @@ def flatten(rec: dict) -> dict:
         decoding = None if beams is None else ("greedy" if beams == 1 else f"beam{beams}")
     return {
         "run_id": rec.get("run_id"), "status": rec.get("status"), "error": rec.get("error"),
-        "path": rec.get("_path"),
+        "path": str(path) if path else None,
         "model": info.get("model") or (cfg.get("model") or {}).get("name"),
         "method": info.get("method") or (cfg.get("method") or {}).get("name"),
         "task": info.get("task") or (cfg.get("task") or {}).get("name"),
@@ -152,18 +153,18 @@ def flatten(rec: dict) -> dict:
     }
 
 
-def flatten_all(records: list[dict]) -> tuple[list[dict], list[Corrupt]]:
+def flatten_all(records: list[Stored]) -> tuple[list[dict], list[Corrupt]]:
     """Rows of the records that can be read (one per scoring: a record evaluated with eval.also has
     a row for each), and the records (valid JSON with a status) whose content is not what a record
     holds: those are reported like corrupt files, not crashed on."""
     rows, bad = [], []
-    for rec in records:
+    for path, rec in records:
         try:
-            rows.append(flatten(rec))
+            rows.append(flatten(rec, path))
             for extra in (rec.get("eval_also") or {}).values():
-                rows.append(flatten({**rec, "eval": extra["eval"], "eval_info": extra.get("eval_info")}))
+                rows.append(flatten({**rec, "eval": extra["eval"], "eval_info": extra.get("eval_info")}, path))
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
-            where = str(rec.get("_path") or rec.get("run_id"))
+            where = str(path or rec.get("run_id"))
             bad.append(Corrupt(where, f"unexpected content ({type(exc).__name__}: {exc})"))
     return rows, bad
 

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.record import load_records, runs_dir
+from harness.record import Stored, load_records, runs_dir
 from harness import selection
 from harness.report import accuracy, aggregate, plots, render, significance, tables, tuning
 from harness.report.load import load_published
@@ -53,14 +53,14 @@ def paper_train_set(family_name: str) -> str | None:
         return None
 
 
-def build(records: list[dict], corrupt: list, published=None, source_label: str = "results/runs",
+def build(records: list[Stored], corrupt: list, published=None, source_label: str = "results/runs",
           predictions_dir: Path | None = None, reference: str = "lora",
           study_selection: dict | None = None) -> Report:
     """Every output file's content from the records (pure apart from reading task configs)."""
     split = {True: [], False: []}  # tuning runs hold validation numbers only: tabled apart
-    for r in records:
-        split[selection.is_tuning(r)].append(r)
-    tuning_records, records = split[True], split[False]
+    for stored in records:
+        split[selection.is_tuning(stored.record)].append(stored)
+    tuning_records, records = [s.record for s in split[True]], split[False]
     rows, unreadable = aggregate.flatten_all(records)
     corrupt = list(corrupt) + unreadable
     groups = aggregate.aggregate(rows)

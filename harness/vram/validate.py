@@ -21,12 +21,12 @@ def cuda_records(results_dir: Path) -> list[tuple[Path, dict]]:
     """(file, record) of the qualifying records, read by the one record reader (harness.record):
     a corrupt or partial file is not a record here either."""
     out = []
-    for rec in record.load_records(Path(results_dir) / "runs")[0]:
+    for path, rec in record.load_records(Path(results_dir) / "runs")[0]:
         if rec["status"] != "ok" or (rec.get("meta_info") or {}).get("device_type") != "cuda":
             continue
         peak = ((rec.get("memory") or {}).get("train") or {}).get("peak_allocated_gib")
         if isinstance(peak, (int, float)) and peak > 0 and isinstance((rec.get("run_info") or {}).get("config"), dict):
-            out.append((Path(rec["_path"]), rec))
+            out.append((path, rec))
     return out
 
 
