@@ -53,12 +53,12 @@ def main(cfg) -> dict:
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from harness import sweep
+    from harness import sweep_progress
     from harness.config import register_configs
     register_configs()
     sys.argv[1:] = preflight(sys.argv[1:])
     main()
-    failed = OUTCOME["not_ok"] + sweep.NOT_OK
+    failed = OUTCOME["not_ok"] + sweep_progress.NOT_OK
     if failed:
         print(f"{len(set(failed))} run(s) did not end ok: {', '.join(sorted(set(failed)))}", file=sys.stderr)
         raise SystemExit(1)

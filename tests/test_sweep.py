@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.sweep import count_jobs
+from harness.sweep_progress import count_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["model=tiny-random", "task=arithmetic", "train.max_steps=2", "train.batch_size=2",
