@@ -44,11 +44,11 @@ def main(cfg) -> dict:
         rec, reused = runner.run_or_reuse(cfg)
     except HarnessError as exc:  # bad input found only once the data is read: nothing was written
         bad_input(exc)
-    if rec["status"] != "ok":
-        OUTCOME["not_ok"].append(rec["run_id"])
+    if not rec.ok:
+        OUTCOME["not_ok"].append(rec.run_id)
     # what the sweep summary shows for this run
-    return {"run_id": rec["run_id"], "status": rec["status"], "error": rec.get("error"),
-            "avg": (rec.get("summary") or {}).get("avg_evaluated"), "skipped": reused}
+    return {"run_id": rec.run_id, "status": rec.status, "error": rec.error,
+            "avg": rec.summary.avg_evaluated if rec.summary else None, "skipped": reused}
 
 
 if __name__ == "__main__":

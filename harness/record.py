@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from harness import atomic
 from harness.config import NON_SEMANTIC_KEYS
 from harness.digest import json_digest
 from harness.errors import ConfigError
-
-SCHEMA_VERSION = 1
-# statuses that are an answer: a rerun skips them unless force=true ('failed' is retried)
-TERMINAL = ("ok", "diverged", "oom", "predicted_oom")
-STATUSES = TERMINAL + ("failed",)
+from harness.run_record import SCHEMA_VERSION, STATUSES, TERMINAL, Record  # noqa: F401 (re-exported)
 
 
 def semantic_config(cfg: dict) -> dict:
@@ -84,20 +81,7 @@ def runs_dir(path: Path) -> Path | None:
     return path if path.is_dir() else None
 
 
-def check_record(obj) -> str | None:
-    """Why `obj` is not a record (None when it is one)."""
-    if not isinstance(obj, dict):
-        return f"not a JSON object (a {type(obj).__name__})"
-    if "status" not in obj:
-        return "no 'status' field"
-    if obj["status"] not in STATUSES:
-        return f"unknown status {obj['status']!r} (expected one of {', '.join(STATUSES)})"
-    if not isinstance(obj.get("run_info"), dict) and obj["status"] == "ok":
-        return "status ok but no 'run_info'"
-    return None
-
-
-def read_one(path: Path) -> tuple[dict | None, Corrupt | None]:
+def read_one(path: Path) -> tuple[Record | None, Corrupt | None]:
     """(record, None), or (None, why the file is not one): a caller that lists files can say why."""
     try:
         text = Path(path).read_text()
@@ -109,14 +93,19 @@ def read_one(path: Path) -> tuple[dict | None, Corrupt | None]:
         obj = json.loads(text)
     except ValueError as exc:  # truncated or not JSON at all
         return None, Corrupt(str(path), f"not valid JSON ({exc})")
-    reason = check_record(obj)
-    return (None, Corrupt(str(path), reason)) if reason else (obj, None)
+    try:
+        rec = Record.parse(obj)
+    except ValueError as exc:
+        return None, Corrupt(str(path), str(exc))
+    if not rec.run_id:
+        rec.run_id = Path(path).stem
+    return rec, None
 
 
 class Stored(NamedTuple):
     """A record and the file it was read from (its predictions lie beside it: ../predictions/<run id>/)."""
     path: Path
-    record: dict
+    record: Record
 
 
 def load_records(directory: Path) -> tuple[list[Stored], list[Corrupt]]:
@@ -130,20 +119,20 @@ def load_records(directory: Path) -> tuple[list[Stored], list[Corrupt]]:
         if bad:
             corrupt.append(bad)
             continue
-        rec.setdefault("run_id", path.stem)
-        old = by_id.get(rec["run_id"])
-        if old is None or _finished(rec) >= _finished(old.record):
-            by_id[rec["run_id"]] = Stored(path, rec)
+        old = by_id.get(rec.run_id)
+        if old is None or rec.finished >= old.record.finished:
+            by_id[rec.run_id] = Stored(path, rec)
     return list(by_id.values()), corrupt
 
 
-def _finished(rec: dict) -> str:
-    return str((rec.get("run_info") or {}).get("finished") or "")
-
-
-def read_record(path: Path) -> dict | None:
+def read_record(path: Path) -> Record | None:
     """The record at `path`, or None if it is missing or not a record (a corrupt file is rerun)."""
     return read_one(path)[0]
+
+
+def write(path: Path, rec: Record) -> None:
+    """Write a record atomically (a record that exists is whole)."""
+    atomic.write_json(path, rec.to_json())
 
 
 def check_writable(results_dir: Path) -> None:

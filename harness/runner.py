@@ -123,15 +123,14 @@ def summary(plan: Plan, evals: dict) -> dict:
             "approximate_sets": [k for k, v in evals.items() if v["approximate"]]}
 
 
-def reusable_record(plan: Plan) -> dict | None:
+def reusable_record(plan: Plan) -> record.Record | None:
     """The complete record of this run, if this code made it (or reuse=any)."""
     rec = record.read_record(plan.paths.record)
-    if rec is None or rec["status"] not in record.TERMINAL:
+    if rec is None or rec.status not in record.TERMINAL:
         return None
-    if rec["status"] == "predicted_oom" and not plan.cfg.vram_check:  # asked to run it anyway
+    if rec.status == "predicted_oom" and not plan.cfg.vram_check:  # asked to run it anyway
         return None
-    made_by = ((rec.get("meta_info") or {}).get("code") or {}).get("code_id")
-    here = env.code_identity()["code_id"]
+    made_by, here = rec.code_id, env.code_identity()["code_id"]
     if plan.cfg.reuse == "any" or made_by == here:
         log.info("skip %s: complete record made by %s (force=true reruns)", plan.run_id,
                  "this code" if made_by == here else f"code {made_by}")
@@ -172,12 +171,12 @@ def run_log(path: Path | None):
         handler.close()
 
 
-def run(cfg) -> dict:
+def run(cfg) -> record.Record:
     """Run one configuration (or reuse its complete record); return its record."""
     return run_or_reuse(cfg)[0]
 
 
-def run_or_reuse(cfg) -> tuple[dict, bool]:
+def run_or_reuse(cfg) -> tuple[record.Record, bool]:
     """(the run's record, whether it was reused: a complete record this code made, nothing run).
     With several processes every rank runs this; only rank 0 writes."""
     plan = Plan(cfg)
@@ -199,7 +198,7 @@ def run_or_reuse(cfg) -> tuple[dict, bool]:
         return run_loaded(plan, loaded, dist, device), False
 
 
-def run_loaded(plan: Plan, loaded: Loaded, dist: Dist, device: torch.device) -> dict:
+def run_loaded(plan: Plan, loaded: Loaded, dist: Dist, device: torch.device) -> record.Record:
     """The run once its data is read: estimate, train and evaluate, write the record."""
     cfg = c = plan.cfg
     rec = {"schema": record.SCHEMA_VERSION, "run_id": plan.run_id, "status": "running", "error": None,
@@ -215,10 +214,7 @@ def run_loaded(plan: Plan, loaded: Loaded, dist: Dist, device: torch.device) -> 
         if estimate["fits"] is False:  # vram_check=false runs it anyway (no estimate is asked for)
             rec.update(status="predicted_oom", error=f"predicted {estimate['predicted_total_gib']:.1f} GiB > "
                        f"{estimate['device_memory_gib']:.1f} GiB on this GPU (vram_check=false runs it anyway)")
-            if dist.main:
-                atomic.write_json(plan.paths.record, rec)
-            log.info("%s: predicted_oom -> %s", plan.run_id, plan.paths.record)
-            return rec
+            return finish(plan, dist, rec)
     tracker = tracking.start(cfg, plan.run_id, plan.resolved) if dist.main else tracking.NullTracker()
     t0 = time.perf_counter()
     predictions: dict = {}
@@ -246,10 +242,18 @@ def run_loaded(plan: Plan, loaded: Loaded, dist: Dist, device: torch.device) -> 
         measure.release(device)  # a run's model must not stay in memory for the next run of a sweep
     rec["run_info"]["wall_seconds"] = round(time.perf_counter() - t0, 3)
     rec["run_info"]["finished"] = datetime.now(timezone.utc).isoformat()
+    typed = finish(plan, dist, rec)
+    if dist.main and typed.status in record.TERMINAL:  # answered: a rerun skips it, the snapshot has no more use
+        Checkpoints(plan.paths.train_state).clear()
+    tracker.finish(typed, predictions)
+    return typed
+
+
+def finish(plan: Plan, dist: Dist, fields: dict) -> record.Record:
+    """The record typed (harness.run_record: a field of the wrong type fails here, not in a reader)
+    and written, atomically, by rank 0."""
+    rec = record.Record.parse(fields)
     if dist.main:
-        atomic.write_json(plan.paths.record, rec)
-        log.info("%s: %s -> %s", plan.run_id, rec["status"], plan.paths.record)
-        if rec["status"] in record.TERMINAL:  # answered: a rerun skips it, the snapshot has no more use
-            Checkpoints(plan.paths.train_state).clear()
-    tracker.finish(rec, predictions)
+        record.write(plan.paths.record, rec)
+        log.info("%s: %s -> %s", plan.run_id, rec.status, plan.paths.record)
     return rec

@@ -14,30 +14,26 @@ import math
 RULE = "lowest final validation loss (validation accuracy breaks ties); a run not ok never wins"
 NOISE_SES = 2.0  # a winner whose margin over the runner-up is below this many standard errors: within noise
 MIN_HORIZON = 0.5  # the tuning runs' optimizer steps, at least this fraction of the final runs'
-# The record's per-example losses of the final validation pass (harness.heldout.loss's `detail`)
-DETAIL = "validation_final"
 _TOL = 1e-9
 
 
-def is_tuning(record: dict) -> bool:
-    """A study's grid run (stage=tune): it reads no test set and has no accuracy to table. Records
-    made before `stage` was a key carry it as tags.stage."""
-    cfg = (record.get("run_info") or {}).get("config") or {}
-    return (cfg.get("stage") or (cfg.get("tags") or {}).get("stage")) == "tune"
+def is_tuning(record) -> bool:
+    """A study's grid run (stage=tune): it reads no test set and has no accuracy to table."""
+    return record.run_info.stage == "tune"
 
 
-def grid_point(record: dict) -> dict:
-    """What the choice needs from one tuning run, with the validation set's size and the standard
-    error of its loss (None when the record cannot tell)."""
-    info = record.get("train_info") or {}
-    losses = info.get("validation_loss") or []
-    cfg = (record.get("run_info") or {}).get("config") or {}
+def grid_point(record) -> dict:
+    """What the choice needs from one tuning run (a harness.run_record.Record), with the validation
+    set's size and the standard error of its loss (None when the record cannot tell)."""
+    info = record.train_info
+    losses = info.validation_loss if info else []
+    accuracy = info.validation_accuracy if info else None
     se, se_from = loss_se(record)
-    return {"lr": float((cfg.get("method") or {}).get("lr") or 0), "status": record.get("status"),
-            "run_id": record.get("run_id"), "validation_loss": losses[-1]["loss"] if losses else None,
-            "validation_accuracy": (info.get("validation_accuracy") or {}).get("accuracy"),
-            "validation_items": (((record.get("data") or {}).get("validation") or {}).get("items")),
-            "validation_tokens": (record.get(DETAIL) or {}).get("label_tokens"),
+    return {"lr": float(record.run_info.setting("method.lr") or 0), "status": record.status,
+            "run_id": record.run_id, "validation_loss": losses[-1]["loss"] if losses else None,
+            "validation_accuracy": accuracy.accuracy if accuracy else None,
+            "validation_items": record.data.validation_items,
+            "validation_tokens": getattr(record.validation_final, "label_tokens", None),
             "validation_se": se, "se_from": se_from}
 
 
@@ -128,10 +124,10 @@ def note(entry: dict | None, edge: str | None = None) -> str:
 
 # ---- the size of the validation set and the noise of the criterion --------------------------------
 
-def example_losses(record: dict) -> tuple[list[float], list[int]] | None:
+def example_losses(record) -> tuple[list[float], list[int]] | None:
     """Per-example (token-mean loss, label tokens) of the final validation pass, when recorded."""
-    d = record.get(DETAIL) or {}
-    losses, tokens = d.get("example_loss"), d.get("example_tokens")
+    d = record.validation_final
+    losses, tokens = (d.example_loss, d.example_tokens) if d else (None, None)
     if not losses or not tokens or len(losses) != len(tokens):
         return None
     return list(losses), list(tokens)
@@ -162,7 +158,7 @@ def paired_se(a: tuple[list[float], list[int]], b: tuple[list[float], list[int]]
     return math.sqrt(k / (k - 1) * sum(v * v for v in z)) / total
 
 
-def loss_se(record: dict) -> tuple[float | None, str | None]:
+def loss_se(record) -> tuple[float | None, str | None]:
     """(standard error of the final validation loss, how it was obtained). From the per-example
     validation losses when the record holds them; else approximated from the spread of the last
     ten training-step losses (each a mean over train.batch_size examples) scaled to the validation
@@ -172,11 +168,9 @@ def loss_se(record: dict) -> tuple[float | None, str | None]:
     if ex is not None:
         se = ratio_se(*ex)
         return (round(se, 5), "per-example validation losses") if se is not None else (None, None)
-    info = record.get("train_info") or {}
-    steps = (info.get("losses") or [])[-10:]
-    items = ((record.get("data") or {}).get("validation") or {}).get("items")
-    cfg = (record.get("run_info") or {}).get("config") or {}
-    batch = ((cfg.get("train") or {}).get("batch_size"))
+    steps = (record.train_info.losses if record.train_info else [])[-10:]
+    items = record.data.validation_items
+    batch = record.run_info.setting("train.batch_size")
     if len(steps) < 3 or not items or not batch:
         return None, None
     mean = sum(steps) / len(steps)
@@ -184,8 +178,7 @@ def loss_se(record: dict) -> tuple[float | None, str | None]:
     return round(sd * math.sqrt(batch / items), 5), "approximate: training-step loss spread (no per-example validation losses)"
 
 
-def noise(best: dict, second: dict | None, best_record: dict | None = None,
-          second_record: dict | None = None) -> dict:
+def noise(best: dict, second: dict | None, best_record=None, second_record=None) -> dict:
     """The winner's margin over the runner-up and its standard error: paired over the same
     validation examples when both records hold per-example losses, else from the two points'
     standard errors as if independent (larger: the same examples make the losses move together).

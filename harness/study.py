@@ -230,7 +230,7 @@ def final(study: StudyConfig, chosen: dict, extra: list[str], run) -> list[dict]
         lr = chosen[method]["chosen_lr"]
         for seed in study.seeds:
             rec = run(run_config(study, method, lr, "final", seed, [f"+tags.chosen_lr={lr:.6g}", *extra]))
-            out.append({"method": method, "seed": seed, "lr": lr, "run_id": rec["run_id"], "status": rec["status"]})
+            out.append({"method": method, "seed": seed, "lr": lr, "run_id": rec.run_id, "status": rec.status})
     return out
 
 

@@ -37,9 +37,9 @@ def records_since(config, since: float) -> list[dict]:
                 continue
         except OSError:  # removed since it was read
             continue
-        info = rec.get("run_info") or {}
-        rows.append({"run": f"{info.get('model')} x {info.get('method')} x {info.get('task')}", "run_id": rec.get("run_id"),
-                     "status": rec.get("status"), "error": rec.get("error"), "skipped": False})
+        info = rec.run_info
+        rows.append({"run": f"{info.model} x {info.method} x {info.task}", "run_id": rec.run_id,
+                     "status": rec.status, "error": rec.error, "skipped": False})
     return rows
 
 

@@ -88,30 +88,35 @@ class WandbTracker:
             if rows:
                 self.run.log({"predictions": wandb.Table(
                     columns=["set", "index", "response", "pred", "gold", "correct"], data=rows)})
-        self.run.finish(exit_code=0 if rec and rec["status"] == "ok" else 1)
+        self.run.finish(exit_code=0 if rec is not None and rec.ok else 1)
 
 
-def summary_of(rec: dict) -> dict:
-    """A record as W&B summary keys; harness.regress reads a baseline back from exactly these."""
-    flat = {"status": rec["status"], "run_id": rec.get("run_id")}
-    for name, m in (rec.get("eval") or {}).items():
-        flat.update({f"eval/{name}/{k}": m[k] for k in ("accuracy", "parse_failure_rate", "n") if k in m})
-    for k, v in (rec.get("summary") or {}).items():
-        if isinstance(v, (int, float)):
-            flat[f"summary/{k}"] = v
-    info = rec.get("train_info") or {}
-    flat.update({f"throughput/{k}": v for k, v in (info.get("throughput") or {}).items() if isinstance(v, (int, float))})
-    if info.get("losses"):
-        flat["train/losses"] = info["losses"]
-    for phase, m in (rec.get("memory") or {}).items():
-        flat.update({f"memory/{phase}/{k}": v for k, v in m.items() if isinstance(v, (int, float))})
-    if rec.get("forgetting"):
-        flat["forgetting/avg"] = rec["forgetting"]["forgetting_avg"]
-    meta = rec.get("meta_info") or {}
+def summary_of(rec) -> dict:
+    """A record (harness.run_record.Record) as W&B summary keys; harness.regress reads a baseline
+    back from exactly these."""
+    flat = {"status": rec.status, "run_id": rec.run_id}
+    for name, m in rec.eval.items():
+        flat.update({f"eval/{name}/{k}": getattr(m, k) for k in ("accuracy", "parse_failure_rate", "n")
+                     if getattr(m, k) is not None})
+    flat.update({f"summary/{k}": v for k, v in numbers(rec.summary).items()})
+    flat.update({f"throughput/{k}": v for k, v in numbers(rec.throughput).items()})
+    if rec.train_info and rec.train_info.losses:
+        flat["train/losses"] = rec.train_info.losses
+    for phase, m in rec.memory.items():
+        flat.update({f"memory/{phase}/{k}": v for k, v in numbers(m).items()})
+    if rec.forgetting:
+        flat["forgetting/avg"] = rec.forgetting.forgetting_avg
+    meta = rec.meta_info.model_dump()
     flat.update({f"meta/{k}": meta[k] for k in ("device_type", "device_name", "cpu", "cpu_count") if meta.get(k)})
-    if (meta.get("code") or {}).get("code_id"):
-        flat["meta/code_id"] = meta["code"]["code_id"]
+    if rec.code_id:
+        flat["meta/code_id"] = rec.code_id
     return flat
+
+
+def numbers(section) -> dict:
+    """The numeric fields of a record section (none when the section is absent)."""
+    fields = section.model_dump(exclude_none=True) if section is not None else {}
+    return {k: v for k, v in fields.items() if isinstance(v, (int, float))}
 
 
 def sweep_group() -> str | None:

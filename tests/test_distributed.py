@@ -33,17 +33,17 @@ def test_two_cpu_processes_match_one(tmp_path, work_dirs, compose_run):
     assert done.returncode == 0, done.stderr[-3000:]
     [path] = (tmp_path / "two" / "runs").glob("*.json")  # exactly one record: rank 0 writes
     two = json.loads(path.read_text())
-    assert two["status"] == "ok" and two["meta_info"]["world_size"] == 2
-    assert two["train_info"]["processes"] == 2
-    per_rank = two["memory"]["train"]["per_rank"]
-    assert len(per_rank) == 2 and two["memory"]["train"]["peak_rss_gib"] == max(r["peak_rss_gib"] for r in per_rank)
+    assert two.status == "ok" and two.meta_info.world_size == 2
+    assert two.train_info.processes == 2
+    per_rank = two.phase_memory("train").per_rank
+    assert len(per_rank) == 2 and two.phase_memory("train").peak_rss_gib == max(r["peak_rss_gib"] for r in per_rank)
 
     one = runner.run(compose_run(*ARGS, results=tmp_path / "one"))
     # each step's examples are split over the ranks and the loss is normalised by the step's total
     # token count, so the losses (and updates) match the single-process run
-    for a, b in zip(one["train_info"]["losses"], two["train_info"]["losses"]):
+    for a, b in zip(one.train_info.losses, two.train_info.losses):
         assert a == pytest.approx(b, rel=1e-4)
-    assert one["train_info"]["throughput"]["real_tokens"] == two["train_info"]["throughput"]["real_tokens"]
+    assert one.throughput.real_tokens == two.throughput.real_tokens
 
 
 def test_merge_memory_takes_the_max_per_figure():

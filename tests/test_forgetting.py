@@ -94,21 +94,21 @@ def test_a_commonsense_run_records_out_of_domain_forgetting_per_document(compose
     """End to end: nothing trained, so every document's loss is the same before and after, bit for
     bit (each is scored alone, at the same precision), and the record says what was measured."""
     rec = runner.run(compose_run("method=none", "task=commonsense", "eval.scoring=cloze", "eval.precision=bf16"))
-    assert rec["status"] == "ok", rec.get("error")
-    f = rec["forgetting"]
-    assert set(f["sets"]) == {"gsm8k_train_solutions"} and f["measure"] == "loss"
-    s = f["sets"]["gsm8k_train_solutions"]
+    assert rec.status == "ok", rec.error
+    f = rec.forgetting
+    assert set(f.sets) == {"gsm8k_train_solutions"} and f.measure == "loss"
+    s = f.sets["gsm8k_train_solutions"]
     assert s["items"] == 4 and len(s["items_before"]) == len(s["items_after"]) == 4
-    assert s["items_before"] == s["items_after"] and f["forgetting_avg"] == 0 and all(t > 0 for t in s["tokens"])
-    assert s["precision"] == "bf16" and rec["eval_info"]["precision"] == "bf16"
-    assert {m["precision"] for m in rec["eval"].values()} == {"bf16"}
-    assert not set(f["sets"]) & set(rec["eval"])  # the retention suite is not the test table
+    assert s["items_before"] == s["items_after"] and f.forgetting_avg == 0 and all(t > 0 for t in s["tokens"])
+    assert s["precision"] == "bf16" and rec.eval_info.precision == "bf16"
+    assert {m.precision for m in rec.eval.values()} == {"bf16"}
+    assert not set(f.sets) & set(rec.eval)  # the retention suite is not the test table
 
 
 def test_an_arithmetic_run_keeps_the_cloze_suite_and_its_cells_match_across_passes(compose_run):
     rec = runner.run(compose_run("method=none", "eval.precision=bf16"))
-    assert rec["status"] == "ok", rec.get("error")
-    f = rec["forgetting"]
-    assert set(f["sets"]) == {"hellaswag", "arc_challenge", "winogrande"} and f.get("measure") is None
-    assert f["forgetting_avg"] == 0 and all(s["before"] == s["after"] for s in f["sets"].values())
-    assert rec["eval_info"]["precision"] == "bf16"
+    assert rec.status == "ok", rec.error
+    f = rec.forgetting
+    assert set(f.sets) == {"hellaswag", "arc_challenge", "winogrande"} and f.measure is None
+    assert f.forgetting_avg == 0 and all(s["before"] == s["after"] for s in f.sets.values())
+    assert rec.eval_info.precision == "bf16"

@@ -16,11 +16,11 @@ def test_smollm2_converts_loads_and_is_labelled_as_gguf(compose_run, tmp_path):
     rec = runner.run(compose_run("model=smollm2-135m", "method=none", "task=commonsense",
                                  "task.test_sets=[boolq,piqa]", "eval.limit=2", "eval.scoring=label",
                                  "forgetting.enabled=false", results=tmp_path))
-    assert rec["status"] == "ok", rec.get("error")
-    assert rec["model_info"]["weights_source"] == "gguf-q4_1"
-    assert rec["model_info"]["model_class"] == "LlamaForCausalLM"
-    assert rec["params"]["total"] == 134_515_008
-    gguf = rec["model_info"]["gguf"]
+    assert rec.status == "ok", rec.error
+    assert rec.model_info["weights_source"] == "gguf-q4_1"
+    assert rec.model_info["model_class"] == "LlamaForCausalLM"
+    assert rec.params.total == 134_515_008
+    gguf = rec.model_info["gguf"]
     assert gguf["gguf_file"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf") and len(gguf["sha256"]) == 64
 
 

@@ -338,8 +338,8 @@ def test_wandb_config_values_are_unwrapped():
     rec = json.loads((FIXTURES / LORA_ARITH).read_text())
     config = {k: {"value": v, "desc": None} for k, v in rec["run_info"]["config"].items()}  # W&B's wrapped form
     back = record_from_wandb("x", config, {"status": "ok", "eval/gsm8k/accuracy": 25.0, "eval/gsm8k/n": 4})
-    assert back["run_info"]["config"] == rec["run_info"]["config"]
-    assert back["eval"]["gsm8k"] == {"scoring": rec["run_info"]["config"]["eval"]["scoring"], "accuracy": 25.0, "n": 4}
+    assert back.run_info.config == rec["run_info"]["config"]
+    assert back.eval["gsm8k"].model_dump(exclude_unset=True) == {"scoring": rec["run_info"]["config"]["eval"]["scoring"], "accuracy": 25.0, "n": 4}
 
 
 def test_module_entry_point_exit_status(dirs):

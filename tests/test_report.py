@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.run_record import Record
 from harness.record import Stored, load_records
 from harness.report import aggregate, build, plots, render
 from harness.report.load import load_published
@@ -110,7 +111,7 @@ def test_seeds_aggregate_to_mean_and_sample_std(results, capsys):
 
 
 def test_runs_differing_in_more_than_the_seed_are_not_averaged():
-    rows = [aggregate.flatten(fixture(p.name)) for p in sorted(FIXTURES.glob("*bitfit*"))]
+    rows = [aggregate.flatten(Record.parse(fixture(p.name))) for p in sorted(FIXTURES.glob("*bitfit*"))]
     rows[0]["config"]["method.lr"] = "0.01"
     groups = aggregate.aggregate(rows)
     assert sorted(g["n"] for g in groups) == [1, 2]
@@ -306,7 +307,7 @@ def as_label(rec: dict, accuracy: float, memory_gib: float) -> dict:
 def test_protocols_in_one_family_do_not_share_a_pareto_front():
     recs = [fixture(p.name) for p in sorted(FIXTURES.glob("*__arithmetic__*.json"))]
     recs.append(as_label(fixture(NONE_ARITH), 90.0, 0.40))  # above and left of every generate-scored point
-    groups = aggregate.aggregate(aggregate.flatten_all([Stored(Path(f"{r['run_id']}.json"), r) for r in recs])[0])
+    groups = aggregate.aggregate(aggregate.flatten_all([Stored(Path(f"{r['run_id']}.json"), Record.parse(r)) for r in recs])[0])
     split = plots.series(groups)
     assert list(split) == ["arithmetic · generate", "arithmetic · label"]
     (loglik,) = split["arithmetic · label"]
@@ -325,7 +326,7 @@ def test_protocols_in_one_family_do_not_share_a_pareto_front():
 
 
 def test_series_names_only_what_differs_within_a_family():
-    rows = [aggregate.flatten(fixture(p.name)) for p in sorted(FIXTURES.glob("*.json"))]
+    rows = [aggregate.flatten(Record.parse(fixture(p.name))) for p in sorted(FIXTURES.glob("*.json"))]
     # the families differ in scoring and training set, but each is measured one way: just its name
     assert list(plots.series(aggregate.aggregate(rows))) == ["arithmetic", "commonsense"]
     all_items, beam = fixture(LORA_ARITH), fixture(LORA_ARITH)
@@ -335,7 +336,7 @@ def test_series_names_only_what_differs_within_a_family():
     beam["run_info"]["config"]["eval"]["num_beams"] = 4
     for v in beam["eval"].values():
         v["decoding"] = "beam4"
-    split = plots.series(aggregate.aggregate(rows + [aggregate.flatten(all_items), aggregate.flatten(beam)]))
+    split = plots.series(aggregate.aggregate(rows + [aggregate.flatten(Record.parse(all_items)), aggregate.flatten(Record.parse(beam))]))
     assert list(split) == ["arithmetic · first 4 · beam4", "arithmetic · first 4 · greedy",
                            "arithmetic · all items · greedy", "commonsense"]
     assert [g["method"] for g in split["arithmetic · first 4 · beam4"]] == ["lora"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.run_record import Record
 from harness.report import accuracy, aggregate, build
 from test_report import row_of  # one helper for both report test modules
 
@@ -37,7 +38,7 @@ def test_the_cloze_average_uses_each_sets_standard_metric_and_leaves_boolq_out()
         m.update(scoring="cloze", accuracy=0.0 if s == "boolq" else 50.0,
                  accuracy_norm=70.0 if s in ("piqa", "hellaswag", "arc_easy", "arc_challenge", "openbookqa") else None)
     rec["run_info"]["config"]["eval"]["scoring"] = "cloze"
-    row = aggregate.flatten(rec)
+    row = aggregate.flatten(Record.parse(rec))
     assert row["avg_paper"] == pytest.approx((5 * 70.0 + 2 * 50.0) / 7)
     assert row["score"]["piqa"] == 70.0 and row["score"]["siqa"] == 50.0 and row["score"]["boolq"] == 0.0
     table = accuracy.accuracy_table(aggregate.family_of("commonsense"), aggregate.aggregate([row]), scoring="cloze")

@@ -15,6 +15,7 @@ TIMING_KEYS = {"seconds", "questions_per_second", "generated_tokens_per_second"}
 
 def metrics_only(rec: dict) -> dict:
     """What must be identical between two runs of the same config: everything but timings/memory."""
+    rec = rec.to_json()
     evals = {k: {m: v for m, v in d.items() if m not in TIMING_KEYS} for k, d in rec["eval"].items()}
     train = rec["train_info"] or {}
     return {"eval": evals, "summary": rec["summary"], "losses": train.get("losses"), "params": rec["params"],
@@ -25,26 +26,26 @@ def test_same_config_and_seed_give_identical_metrics(compose_run, tmp_path):
     cfg = ["method=lora", "forgetting.enabled=true", "train.max_steps=3"]
     first = runner.run(compose_run(*cfg, results=tmp_path / "a"))
     second = runner.run(compose_run(*cfg, results=tmp_path / "b"))
-    assert first["run_id"] == second["run_id"]
+    assert first.run_id == second.run_id
     assert metrics_only(first) == metrics_only(second)
-    for name in first["eval"]:
-        a = (tmp_path / "a" / "predictions" / first["run_id"] / f"{name}.jsonl").read_text()
-        b = (tmp_path / "b" / "predictions" / second["run_id"] / f"{name}.jsonl").read_text()
+    for name in first.eval:
+        a = (tmp_path / "a" / "predictions" / first.run_id / f"{name}.jsonl").read_text()
+        b = (tmp_path / "b" / "predictions" / second.run_id / f"{name}.jsonl").read_text()
         assert a == b
 
 
 def test_a_record_holds_what_is_needed_to_rerun_it(compose_run, tmp_path):
     rec = runner.run(compose_run("method=bitfit", results=tmp_path / "a"))
     for key in ("config",):
-        assert key in rec["run_info"]
-    assert rec["meta_info"]["versions"]["transformers"] and "git_sha" in rec["meta_info"]
-    assert all(len(t["sha256"]) == 64 for t in rec["data"]["test"].values())
-    assert all(len(t["sha256"]) == 64 for t in rec["data"]["train"])
+        assert getattr(rec.run_info, key)
+    assert rec.meta_info.versions["transformers"] and rec.meta_info.git_sha
+    assert all(len(t["sha256"]) == 64 for t in rec.data.test.values())
+    assert all(len(t["sha256"]) == 64 for t in rec.data.train)
     # feed the recorded config back in: same run id, same numbers
-    cfg = OmegaConf.create(rec["run_info"]["config"])
+    cfg = OmegaConf.create(rec.run_info.config)
     cfg.results_dir = str(tmp_path / "b")
     again = runner.run(cfg)
-    assert again["run_id"] == rec["run_id"] and metrics_only(again) == metrics_only(rec)
+    assert again.run_id == rec.run_id and metrics_only(again) == metrics_only(rec)
 
 
 def test_greedy_predictions_identical_at_batch_1_and_64(tiny):
@@ -101,5 +102,5 @@ def test_records_never_hold_environment_secrets(compose_run, tmp_path, monkeypat
     monkeypatch.setenv("HF_TOKEN", "hf_TOPSECRET_abc123")
     monkeypatch.setenv("WANDB_API_KEY", "wandbkey_TOPSECRET_0000000000000000000000")
     rec = runner.run(compose_run("method=none", results=tmp_path))
-    blob = json.dumps(rec) + "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
+    blob = json.dumps(rec.to_json()) + "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
     assert "TOPSECRET" not in blob

@@ -15,33 +15,33 @@ METHODS = list(methods.all_methods())  # every registered method, whatever it is
 REPO = Path(__file__).resolve().parents[1]
 
 
-def check_record(rec: dict, method: str) -> None:
-    assert rec["status"] == "ok", rec.get("error")
-    assert rec["run_info"]["method"] == method
-    assert set(rec["eval"]) == {"gsm8k", "svamp", "multiarith", "addsub", "aqua", "singleeq", "mawps"}
-    for name, m in rec["eval"].items():
-        assert m["n"] == 4 and 0 <= m["accuracy"] <= 100
-        assert 0 <= m["parse_failure_rate"] <= 1 and m["scoring"] == "generate"
-        assert rec["data"]["test"][name]["sha256"]
-    p = rec["params"]
-    assert p["total"] > 0 and 0 <= p["trainable"] <= p["total"]
+def check_record(rec, method: str) -> None:
+    assert rec.status == "ok", rec.error
+    assert rec.run_info.method == method
+    assert set(rec.eval) == {"gsm8k", "svamp", "multiarith", "addsub", "aqua", "singleeq", "mawps"}
+    for name, m in rec.eval.items():
+        assert m.n == 4 and 0 <= m.accuracy <= 100
+        assert 0 <= m.parse_failure_rate <= 1 and m.scoring == "generate"
+        assert rec.data.test[name]["sha256"]
+    p = rec.params
+    assert p.total > 0 and 0 <= p.trainable <= p.total
     if method == "none":
-        assert p["trainable"] == 0 and rec["train_info"] is None
+        assert p.trainable == 0 and rec.train_info is None
     else:
-        t = rec["train_info"]
-        assert p["trainable"] > 0 and t["steps"] == 2
-        assert t["throughput"]["padded_tokens"] >= t["throughput"]["real_tokens"] > 0
-        assert rec["memory"]["train"]["peak_rss_gib"] > 0
-    assert rec["memory"]["eval"]["peak_rss_gib"] > 0
-    assert rec["meta_info"]["versions"]["torch"] and "git_sha" in rec["meta_info"]
-    assert rec["model_info"]["weights_source"] == "random-init"
-    f = rec["forgetting"]
-    assert set(f["sets"]) == {"hellaswag", "arc_challenge", "winogrande"}
-    assert {s["metric"] for s in f["sets"].values()} == {"acc_norm", "acc"} and f["scoring"].startswith("cloze")
-    low, high = f["forgetting_avg_ci95"]
-    assert low <= f["forgetting_avg"] <= high
+        t = rec.train_info
+        assert p.trainable > 0 and t.steps == 2
+        assert t.throughput.padded_tokens >= t.throughput.real_tokens > 0
+        assert rec.phase_memory("train").peak_rss_gib > 0
+    assert rec.phase_memory("eval").peak_rss_gib > 0
+    assert rec.meta_info.versions["torch"] and rec.meta_info.git_sha
+    assert rec.model_info["weights_source"] == "random-init"
+    f = rec.forgetting
+    assert set(f.sets) == {"hellaswag", "arc_challenge", "winogrande"}
+    assert {s["metric"] for s in f.sets.values()} == {"acc_norm", "acc"} and f.scoring.startswith("cloze")
+    low, high = f.forgetting_avg_ci95
+    assert low <= f.forgetting_avg <= high
     if method == "none":  # nothing trained: the same answers before and after, item by item
-        assert f["forgetting_avg"] == 0 and all(s["before"] == s["after"] for s in f["sets"].values())
+        assert f.forgetting_avg == 0 and all(s["before"] == s["after"] for s in f.sets.values())
 
 
 # two methods in the quick suite; every method with SLOW=1 (and CI)
@@ -50,14 +50,14 @@ def check_record(rec: dict, method: str) -> None:
 def test_each_method_writes_a_valid_record(compose_run, work_dirs, method):
     rec = runner.run(compose_run(f"method={method}"))
     check_record(rec, method)
-    path = work_dirs["results"] / "runs" / f"{rec['run_id']}.json"
-    assert json.loads(path.read_text()) == json.loads(json.dumps(rec, default=str))
-    rows = [json.loads(line) for line in (work_dirs["results"] / "predictions" / rec["run_id"] /
+    path = work_dirs["results"] / "runs" / f"{rec.run_id}.json"
+    assert json.loads(path.read_text()) == rec.to_json()  # the file is the typed record, whole
+    rows = [json.loads(line) for line in (work_dirs["results"] / "predictions" / rec.run_id /
                                           "gsm8k.jsonl").read_text().splitlines()]
     assert len(rows) == 4
     assert {"prompt", "generation", "response", "pred", "gold", "correct"} <= set(rows[0])
     if method not in ("none",):
-        assert (work_dirs["results"] / "checkpoints" / rec["run_id"]).is_dir()
+        assert (work_dirs["results"] / "checkpoints" / rec.run_id).is_dir()
 
 
 def test_cli_writes_a_record(tmp_path, work_dirs):
@@ -78,26 +78,26 @@ def test_cli_writes_a_record(tmp_path, work_dirs):
 def test_rerun_skips_a_complete_record(compose_run, work_dirs):
     first = runner.run(compose_run("method=none"))
     again = runner.run(compose_run("method=none"))
-    assert again["run_id"] == first["run_id"]
-    assert again["run_info"]["started"] == first["run_info"]["started"]  # skipped, not rerun
+    assert again.run_id == first.run_id
+    assert again.run_info.started == first.run_info.started  # skipped, not rerun
     forced = runner.run(compose_run("method=none", "force=true"))
-    assert forced["run_id"] == first["run_id"]  # force is not part of the run id
-    assert forced["run_info"]["started"] != first["run_info"]["started"]
+    assert forced.run_id == first.run_id  # force is not part of the run id
+    assert forced.run_info.started != first.run_info.started
 
 
 def test_a_record_is_reused_only_by_the_code_that_made_it(compose_run, tmp_path):
     from harness import env
     first = runner.run(compose_run("method=none", results=tmp_path))
-    assert first["meta_info"]["code"]["code_id"] == env.code_identity()["code_id"]
-    path = tmp_path / "runs" / f"{first['run_id']}.json"
+    assert first.code_id == env.code_identity()["code_id"]
+    path = tmp_path / "runs" / f"{first.run_id}.json"
     rec = json.loads(path.read_text())
     rec["meta_info"]["code"]["code_id"] = "0123456789ab"  # as if another version of the harness made it
     path.write_text(json.dumps(rec))
     kept, reused = runner.run_or_reuse(compose_run("method=none", "reuse=any", results=tmp_path))
-    assert reused and kept["meta_info"]["code"]["code_id"] == "0123456789ab"
+    assert reused and kept.code_id == "0123456789ab"
     rerun, reused = runner.run_or_reuse(compose_run("method=none", results=tmp_path))
-    assert not reused and rerun["run_info"]["started"] != first["run_info"]["started"]
-    assert rerun["run_id"] == first["run_id"]  # the run id stays the config's: same run, rerun by this code
+    assert not reused and rerun.run_info.started != first.run_info.started
+    assert rerun.run_id == first.run_id  # the run id stays the config's: same run, rerun by this code
     assert json.loads(path.read_text())["meta_info"]["code"]["code_id"] == env.code_identity()["code_id"]
 
 
@@ -107,8 +107,8 @@ def test_qlora4_adapters_all_learn_after_a_no_grad_forward(compose_run, work_dir
     Every LoRA B matrix starts at zero, so each must be non-zero after training."""
     from safetensors.torch import load_file
     rec = runner.run(compose_run("method=qlora4", "forgetting.enabled=true", "train.max_steps=3", "seed=7"))
-    assert rec["status"] == "ok" and rec["forgetting"]["sets"]["hellaswag"]["items"] == 4
-    weights = load_file(str(work_dirs["results"] / "checkpoints" / rec["run_id"] / "adapter_model.safetensors"))
+    assert rec.status == "ok" and rec.forgetting.sets["hellaswag"]["items"] == 4
+    weights = load_file(str(work_dirs["results"] / "checkpoints" / rec.run_id / "adapter_model.safetensors"))
     lora_b = {k: v for k, v in weights.items() if "lora_B" in k}
     assert len(lora_b) == 2 * 5  # 2 layers x q,k,v,up,down
     dead = [k for k, v in lora_b.items() if not v.abs().sum() > 0]
@@ -128,14 +128,13 @@ def test_a_run_predicted_not_to_fit_the_gpu_is_recorded_as_predicted_oom(compose
     monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("a predicted OOM must not load the model"))
     cfg = compose_run("model=llama-7b", "method=full", "train.micro_batch_size=1", "train.batch_size=1")
     rec = runner.run(cfg)
-    assert rec["status"] == "predicted_oom" and "vram_check=false runs it anyway" in rec["error"]
-    assert rec["vram_estimate"]["fits"] is False and rec["vram_estimate"]["predicted_total_gib"] > 16
-    assert runner.record.read_record(Path(cfg.results_dir) / "runs" / f"{rec['run_id']}.json")["status"] == \
-        "predicted_oom"
-    assert runner.reusable_record(runner.Plan(cfg))["status"] == "predicted_oom"  # a rerun keeps the answer
+    assert rec.status == "predicted_oom" and "vram_check=false runs it anyway" in rec.error
+    assert rec.vram_estimate["fits"] is False and rec.vram_estimate["predicted_total_gib"] > 16
+    assert runner.record.read_record(Path(cfg.results_dir) / "runs" / f"{rec.run_id}.json").status == "predicted_oom"
+    assert runner.reusable_record(runner.Plan(cfg)).status == "predicted_oom"  # a rerun keeps the answer
     anyway = runner.Plan(compose_run("model=llama-7b", "method=full", "train.micro_batch_size=1",
                                      "train.batch_size=1", "vram_check=false"))
-    assert anyway.run_id == rec["run_id"] and runner.reusable_record(anyway) is None  # ... unless asked to run it
+    assert anyway.run_id == rec.run_id and runner.reusable_record(anyway) is None  # ... unless asked to run it
 
 
 def test_the_code_identity_covers_shipped_data_through_its_manifest():

@@ -14,6 +14,7 @@ import torch
 
 from harness import data, heldout, runner, selection, study, tasks
 from harness.errors import ConfigError
+from harness.run_record import Record
 
 SMALL = ["study.methods=[bitfit]", "study.lr_grid=[0.5,2.0]", "study.seeds=[1,2]", "study.extend_grid=false"]
 
@@ -39,7 +40,7 @@ def test_tuning_never_reads_test_data(tmp_path, monkeypatch, work_dirs):
         return rec
 
     selection = study.tune(s, [f"cache_dir={work_dirs['cache']}"], run)
-    assert len(seen) == 2 and all(r["status"] == "ok" and "eval" not in r and r["data"]["test"] == {} for r in seen)
+    assert len(seen) == 2 and all(r.status == "ok" and not r.eval and r.data.test == {} for r in seen)
     grid = selection["bitfit"]["grid"]
     assert [g["multiplier"] for g in grid] == [0.5, 2.0] and all(g["validation_loss"] for g in grid)
     best = min(grid, key=lambda g: g["validation_loss"])
@@ -47,7 +48,7 @@ def test_tuning_never_reads_test_data(tmp_path, monkeypatch, work_dirs):
     # a two-point grid's winner is at one of its ends, and the selection says which
     assert selection["bitfit"]["grid_edge"] == {0.5: "lowest", 2.0: "highest"}[best["multiplier"]]
     for rec in seen:  # the held-out records are the same for every grid point
-        assert rec["data"]["validation"] == seen[0]["data"]["validation"] and rec["data"]["validation"]["items"] == 16
+        assert rec.data.validation == seen[0].data.validation and rec.data.validation_items == 16
 
 
 @pytest.mark.slow
@@ -59,10 +60,10 @@ def test_the_winner_is_rerun_with_every_seed_on_the_test_sets(tmp_path, work_dir
               if json.loads(p.read_text())["run_info"]["config"]["stage"] == "final"]
     assert sorted(r["run_info"]["seed"] for r in finals) == [1, 2]
     for rec in finals:
-        cfg = rec["run_info"]["config"]
+        cfg = rec.run_info.config
         assert cfg["method"]["lr"] == pytest.approx(chosen) and cfg["tags"]["study"] == "tiny"
-        assert rec["status"] == "ok" and set(rec["eval"]) == set(tasks.get_family("commonsense").test_sets)
-        assert "cloze" in rec["eval_also"]  # the study's second scoring of the same trained model
+        assert rec.status == "ok" and set(rec.eval) == set(tasks.get_family("commonsense").test_sets)
+        assert "cloze" in rec.eval_also  # the study's second scoring of the same trained model
     assert [r["status"] for r in sel["final_runs"]] == ["ok", "ok"]
 
     # the report tables the grid apart, marks the rate the finals used, and costs only the finals
@@ -189,8 +190,9 @@ def test_grids_that_cannot_be_extended_are_refused(tmp_path, extra, message):
 
 def fake_run(cfg):
     """A tuning record without a model: validation loss lowest at the recipe's rate."""
-    return {"status": "ok", "run_id": f"r{cfg.method.lr}", "run_info": {"config": {"method": {"lr": cfg.method.lr}}},
-            "train_info": {"validation_loss": [{"step": 2, "loss": 1 + abs(math.log2(cfg.method.lr / 1e-3))}]}}
+    return Record.parse({"status": "ok", "run_id": f"r{cfg.method.lr}",
+                         "run_info": {"config": {"method": {"lr": cfg.method.lr}}},
+                         "train_info": {"validation_loss": [{"step": 2, "loss": 1 + abs(math.log2(cfg.method.lr / 1e-3))}]}})
 
 
 def test_a_tuning_horizon_shorter_than_half_the_final_runs_is_refused(tmp_path):
@@ -239,13 +241,13 @@ def test_the_validation_loss_gives_its_per_example_losses_and_standard_error(tin
     assert alone["example_loss"] == pytest.approx(losses, abs=1e-4)
 
 
-def tuning_record(lr: float, losses: list[float], tokens: list[int], status: str = "ok") -> dict:
+def tuning_record(lr: float, losses: list[float], tokens: list[int], status: str = "ok", detail: bool = True):
     mean = sum(x * n for x, n in zip(losses, tokens)) / sum(tokens)
-    return {"status": status, "run_id": f"r{lr}", "data": {"validation": {"items": len(losses)}},
+    return Record.parse({"status": status, "run_id": f"r{lr}", "data": {"validation": {"items": len(losses)}},
             "run_info": {"config": {"method": {"lr": lr}, "train": {"batch_size": 4}}},
             "train_info": {"validation_loss": [{"step": 10, "loss": round(mean, 5)}], "losses": [2.0] * 10},
-            selection.DETAIL: {"items": len(losses), "label_tokens": sum(tokens), "example_loss": losses,
-                               "example_tokens": tokens}}
+            "validation_final": {"items": len(losses), "label_tokens": sum(tokens), "example_loss": losses,
+                                 "example_tokens": tokens} if detail else None})
 
 
 def test_the_margin_over_the_runner_up_is_judged_against_its_standard_error():
@@ -257,7 +259,7 @@ def test_the_margin_over_the_runner_up_is_judged_against_its_standard_error():
     winner, second = selection.choose(grid), selection.runner_up(grid)
     assert winner["lr"] == 2e-3 and second["lr"] == 1e-3
     assert winner["validation_items"] == 8 and winner["validation_tokens"] == 80
-    se = selection.ratio_se(best[selection.DETAIL]["example_loss"], tokens)
+    se = selection.ratio_se(best.validation_final.example_loss, tokens)
     assert winner["validation_se"] == pytest.approx(se, abs=1e-5) and se > 0.2
     paired = selection.noise(winner, second, best, worse)
     assert paired["margin"] == pytest.approx(0.05, abs=1e-4) and paired["margin_se"] < 1e-4
@@ -273,17 +275,16 @@ def test_the_margin_over_the_runner_up_is_judged_against_its_standard_error():
 
 
 def test_without_per_example_losses_the_standard_error_comes_from_the_training_loss_spread():
-    rec = tuning_record(1e-3, [1.0, 2.0], [5, 5])
-    del rec[selection.DETAIL]
-    rec["train_info"]["losses"] = [1.0, 1.2, 0.8, 1.0, 1.2, 0.8, 1.0, 1.2, 0.8, 1.0]
+    rec = tuning_record(1e-3, [1.0, 2.0], [5, 5], detail=False)
+    rec.train_info.losses = [1.0, 1.2, 0.8, 1.0, 1.2, 0.8, 1.0, 1.2, 0.8, 1.0]
     se, how = selection.loss_se(rec)
-    sd = math.sqrt(sum((x - 1.0) ** 2 for x in rec["train_info"]["losses"]) / 9)
+    sd = math.sqrt(sum((x - 1.0) ** 2 for x in rec.train_info.losses) / 9)
     assert se == pytest.approx(sd * math.sqrt(4 / 2), abs=1e-5) and how.startswith("approximate")
 
 
 def test_a_tuning_run_is_known_by_its_stage_in_new_and_older_records():
     def rec(**config):
-        return {"run_info": {"config": config}}
+        return Record.parse({"status": "ok", "run_info": {"config": config}})
     assert selection.is_tuning(rec(stage="tune")) and not selection.is_tuning(rec(stage="final"))
     assert selection.is_tuning(rec(tags={"stage": "tune"}))  # records made before stage was a key
     assert not selection.is_tuning(rec(stage="run", tags={}))

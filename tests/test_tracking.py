@@ -10,6 +10,7 @@ import time
 
 from omegaconf import OmegaConf
 
+from harness.run_record import Record
 from harness import runner, tracking
 from harness.tracking import resolve_mode
 
@@ -32,12 +33,12 @@ def test_offline_run_has_directory_summary_and_predictions(compose_run, tmp_path
     monkeypatch.setenv("HF_TOKEN", "hf_SECRETSECRETSECRET")
     rec = runner.run(compose_run("method=lora", "wandb.enabled=true", f"wandb.dir={tmp_path / 'wb'}",
                                  "wandb.group=g1", "task.test_sets=[gsm8k]", results=tmp_path / "results"))
-    assert rec["status"] == "ok"
+    assert rec.status == "ok"
     [run_dir] = (tmp_path / "wb" / "wandb").glob("offline-run-*")
     [log] = run_dir.glob("run-*.wandb")
     blob = _flushed(log, b"eval/gsm8k/accuracy")  # in the final summary: written last
     for needle in (b"eval/gsm8k/accuracy", b"throughput/tokens_per_second", b"train/loss", b"g1",
-                   b"git:", b"tiny-random", rec["run_id"].encode()):
+                   b"git:", b"tiny-random", rec.run_id.encode()):
         assert needle in blob, needle
     assert list(run_dir.glob("files/media/table/predictions_*.table.json"))
     for path in [*(tmp_path / "wb").rglob("*"), *(tmp_path / "results").rglob("*")]:
@@ -112,7 +113,7 @@ def test_unreachable_server_falls_back_to_offline_with_one_warning(monkeypatch, 
     took = time.monotonic() - t0
     assert isinstance(tracker, tracking.WandbTracker) and tracker.run.offline, "must go on offline"
     tracker.log(1, {"train/loss": 1.5, "lr": None})
-    tracker.finish({"status": "ok", "eval": {}, "summary": {"n": 1}}, {})
+    tracker.finish(Record.parse({"status": "ok", "run_info": {}, "summary": {"avg_evaluated": 1.0}}), {})
     assert took < 40, took
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("harness")]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import atomic, env
-from harness.record import load_records, runs_dir
+from harness.record import Record, load_records, runs_dir
 from harness.report.aggregate import flatten, flatten_all
 
 BASELINE_FILE = "baseline.json"  # what made a saved baseline: its sweep's overrides and code
@@ -52,10 +52,10 @@ def records_code(source: Path) -> dict:
     directory = runs_dir(source)
     records = load_records(directory)[0] if directory else []
     records = [s.record for s in records]
-    codes = {c["code_id"]: c for r in records if (c := (r.get("meta_info") or {}).get("code"))}
+    codes = {r.code_id: r.meta_info.code.model_dump(exclude_none=True) for r in records if r.code_id}
     if len(codes) == 1:  # one code (commits that changed no source file share it): their git shas listed
         code = dict(next(iter(codes.values())))
-        code["git_shas"] = sorted({(r["meta_info"]["code"] or {}).get("git_sha") or "" for r in records} - {""})
+        code["git_shas"] = sorted({r.meta_info.code.git_sha or "" for r in records} - {""})
         return {k: v for k, v in code.items() if k not in ("git_sha", "git_dirty")}
     return {"code_id": None, "mixed": sorted(codes)} if codes else env.code_identity()
 
@@ -103,12 +103,12 @@ def _unwrap(cfg):
     return cfg
 
 
-def record_from_wandb(name: str, config: dict, summary: dict) -> dict:
-    """A record-shaped dict from one W&B run's config and the summary harness.tracking.summary_of
+def record_from_wandb(name: str, config: dict, summary: dict) -> Record:
+    """A record from one W&B run's config and the summary harness.tracking.summary_of
     wrote (eval/<set>/accuracy|n, train/losses, throughput/..., memory/..., meta/...)."""
     cfg = _unwrap(dict(config or {}))
     summary = dict(summary or {})
-    scoring = (cfg.get("eval") or {}).get("scoring")
+    scoring = cfg.get("eval", {}).get("scoring")
     evals: dict = {}
     memory: dict = {}
     throughput: dict = {}
@@ -123,12 +123,11 @@ def record_from_wandb(name: str, config: dict, summary: dict) -> dict:
         elif key.startswith("meta/"):
             meta[key.split("/", 1)[1]] = value
     losses = summary.get("train/losses")
-    train_info = {"throughput": throughput, "losses": list(losses) if losses else None} if throughput or losses else None
-    return {"run_id": summary.get("run_id") or name, "status": summary.get("status") or "failed", "error": None,
-            "run_info": {"model": (cfg.get("model") or {}).get("name"), "method": (cfg.get("method") or {}).get("name"),
-                         "task": (cfg.get("task") or {}).get("name"), "seed": cfg.get("seed"),
-                         "train_set": (cfg.get("task") or {}).get("train_set"), "config": cfg},
-            "eval": evals, "memory": memory, "train_info": train_info, "meta_info": meta}
+    train_info = {"throughput": throughput, "losses": list(losses or [])} if throughput or losses else None
+    # the run's names (model, method, task, seed, train_set) come from its config (RunInfo)
+    return Record.parse({"run_id": summary.get("run_id") or name, "status": summary.get("status") or "failed",
+                         "error": None, "run_info": {"config": cfg}, "eval": evals, "memory": memory,
+                         "train_info": train_info, "meta_info": meta})
 
 
 def _wandb_spec(spec: str) -> tuple[str, str, str]:
@@ -171,9 +170,9 @@ def publish_wandb(spec: str, baseline: Path) -> list[str]:
     wandb_dir.mkdir(parents=True, exist_ok=True)
     out = []
     for _, rec in records:
-        run = wandb.init(entity=entity, project=project, group=group, name=rec["run_id"], job_type="baseline",
+        run = wandb.init(entity=entity, project=project, group=group, name=rec.run_id, job_type="baseline",
                          dir=str(wandb_dir), mode=resolve_mode("auto"), reinit="finish_previous",
-                         config=(rec.get("run_info") or {}).get("config") or {})
+                         config=rec.run_info.config)
         run.summary.update(summary_of(rec))
         out.append(os.path.dirname(run.dir))
         run.finish()

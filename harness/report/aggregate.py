@@ -73,99 +73,92 @@ def _mean(values: list[float]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def memory_gib(phase: dict | None) -> tuple[float | None, str | None]:
-    """Peak memory of one phase and what it measures: CUDA peak allocated, else CPU peak RSS."""
-    phase = phase or {}
-    if phase.get("peak_allocated_gib") is not None:
-        return float(phase["peak_allocated_gib"]), "CUDA peak allocated"
-    if phase.get("peak_rss_gib") is not None:
-        return float(phase["peak_rss_gib"]), "CPU peak RSS"
+def memory_gib(phase) -> tuple[float | None, str | None]:
+    """Peak memory of one phase (harness.run_record.PhaseMemory) and what it measures: CUDA peak
+    allocated, else CPU peak RSS."""
+    if phase.peak_allocated_gib is not None:
+        return float(phase.peak_allocated_gib), "CUDA peak allocated"
+    if phase.peak_rss_gib is not None:
+        return float(phase.peak_rss_gib), "CPU peak RSS"
     return None, None
 
 
-def device_identity(meta: dict) -> str | None:
+def device_identity(meta) -> str | None:
     """What throughput and memory are comparable across: the GPU's name, or for CPU runs the CPU
     model and thread count (every CPU record says just 'cpu'; records before cpu_model give the
     architecture only, and so never compare with newer ones)."""
-    name = meta.get("device_name")
-    cpu = meta.get("cpu_model") or meta.get("cpu")
-    if name == "cpu" and (cpu or meta.get("cpu_count")):
-        return f"cpu ({cpu or '?'}, {meta.get('cpu_count') or '?'} threads)"
-    return name
+    extra = meta.model_extra or {}
+    cpu, threads = meta.cpu_model or extra.get("cpu"), extra.get("cpu_count")
+    if meta.device_name == "cpu" and (cpu or threads):
+        return f"cpu ({cpu or '?'}, {threads or '?'} threads)"
+    return meta.device_name
 
 
-def flatten(rec: dict, path: Path | None = None) -> dict:
-    """One record as a flat row with what tables, plots and the regression gate read."""
-    info = rec.get("run_info") or {}
-    cfg = info.get("config") or {}
-    ev = rec.get("eval") or {}
-    first = next(iter(ev.values()), {}) if ev else {}
-    ecfg = cfg.get("eval") or {}
-    acc = {k: float(v["accuracy"]) for k, v in ev.items() if isinstance(v, dict) and v.get("accuracy") is not None}
-    items = {k: int(v["n"]) for k, v in ev.items() if isinstance(v, dict) and v.get("n")}
-    acc_norm = {k: float(v["accuracy_norm"]) for k, v in ev.items()
-                if isinstance(v, dict) and v.get("accuracy_norm") is not None}
-    overlap = {k for k, v in ev.items() if isinstance(v, dict) and v.get("overlaps_training_data")}
-    approx = {k for k, v in ev.items() if isinstance(v, dict) and v.get("approximate")}
-    family = family_of(info.get("task") or (cfg.get("task") or {}).get("name"))
-    mem = rec.get("memory") or {}
-    mem_train, kind_train = memory_gib(mem.get("train"))
-    mem_eval, kind_eval = memory_gib(mem.get("eval"))
-    throughput = ((rec.get("train_info") or {}).get("throughput") or {})
-    params = rec.get("params") or {}
-    meta = rec.get("meta_info") or {}
-    decoding = first.get("decoding") if ev else None
-    scoring = {"loglik": "label"}.get(first.get("scoring") or ecfg.get("scoring"),  # older records' name
-                                      first.get("scoring") or ecfg.get("scoring")) or "generate"
+def flatten(rec, path: Path | None = None, evaluation: dict | None = None, eval_info=None) -> dict:
+    """One record (harness.run_record.Record) as a flat row with what tables, plots and the
+    regression gate read; `evaluation`/`eval_info`: another scoring of it (eval.also) instead of
+    its primary one."""
+    info = rec.run_info
+    ev = rec.eval if evaluation is None else evaluation
+    eval_info = rec.eval_info if eval_info is None else eval_info
+    first = next(iter(ev.values()), None)
+    acc = {k: float(v.accuracy) for k, v in ev.items()}
+    items = {k: int(v.n) for k, v in ev.items() if v.n}
+    acc_norm = {k: float(v.accuracy_norm) for k, v in ev.items() if v.accuracy_norm is not None}
+    overlap = {k for k, v in ev.items() if v.overlaps_training_data}
+    approx = {k for k, v in ev.items() if v.approximate}
+    family = family_of(info.task)
+    mem_train, kind_train = memory_gib(rec.phase_memory("train"))
+    mem_eval, kind_eval = memory_gib(rec.phase_memory("eval"))
+    scored_by = (first.scoring if first else None) or info.setting("eval.scoring")
+    scoring = {"loglik": "label"}.get(scored_by, scored_by) or "generate"  # 'loglik': older records' name
     score = scores_of(scoring, acc, acc_norm)
+    decoding = (first.model_extra or {}).get("decoding") if first else None
     if not decoding and scoring == "generate":
-        beams = ecfg.get("num_beams")
+        beams = info.setting("eval.num_beams")
         decoding = None if beams is None else ("greedy" if beams == 1 else f"beam{beams}")
+    params = rec.params
     return {
-        "run_id": rec.get("run_id"), "status": rec.get("status"), "error": rec.get("error"),
+        "run_id": rec.run_id, "status": rec.status, "error": rec.error,
         "path": str(path) if path else None,
-        "model": info.get("model") or (cfg.get("model") or {}).get("name"),
-        "method": info.get("method") or (cfg.get("method") or {}).get("name"),
-        "task": info.get("task") or (cfg.get("task") or {}).get("name"),
-        "train_set": info.get("train_set") or (cfg.get("task") or {}).get("train_set"),
-        "seed": info.get("seed", cfg.get("seed")),
+        "model": info.model, "method": info.method, "task": info.task, "train_set": info.train_set,
+        "seed": info.seed,
         "scoring": scoring,
-        "eval_limit": int(ecfg.get("limit") or 0),
+        "eval_limit": int(info.setting("eval.limit") or 0),
         "decoding": decoding or "-",
-        "config": dotted(cfg),
+        "config": dotted(info.config),
         "acc": acc, "acc_norm": acc_norm, "items": items, "overlap": overlap, "approximate": approx,
         "score": score,
-        "losses": (rec.get("train_info") or {}).get("losses"),
+        "losses": rec.train_info.losses if rec.train_info else None,
         **tasks.averages(averaged_family(family, scoring), {s: v for s, v in score.items() if v is not None},
                          overlap),
-        "parse_failure_rate": _mean([v.get("parse_failure_rate") for v in ev.values() if isinstance(v, dict)]),
+        "parse_failure_rate": _mean([v.parse_failure_rate for v in ev.values()]),
         # the evaluation pass's questions/s (records before it had per-set figures: their mean)
-        "eval_qps": (rec.get("eval_info") or {}).get("questions_per_second")
-        or _mean([v.get("questions_per_second") for v in ev.values() if isinstance(v, dict)]),
-        "trainable": params.get("trainable"), "total_params": params.get("total"),
-        "trainable_pct": params.get("trainable_pct"),
+        "eval_qps": eval_info.questions_per_second
+        or _mean([(v.model_extra or {}).get("questions_per_second") for v in ev.values()]),
+        "trainable": params.trainable if params else None, "total_params": params.total if params else None,
+        "trainable_pct": params.trainable_pct if params else None,
         "mem_train_gib": mem_train, "mem_eval_gib": mem_eval, "mem_kind": kind_train or kind_eval,
-        "tokens_per_second": throughput.get("tokens_per_second"),
-        "forgetting_avg": (rec.get("forgetting") or {}).get("forgetting_avg"),
-        "forgetting": rec.get("forgetting"),  # per-item differences: pooled over seeds by report.retention
-        "device": device_identity(meta), "device_name": meta.get("device_name"),
-        "device_type": meta.get("device_type"),
+        "tokens_per_second": rec.throughput.tokens_per_second,
+        "forgetting_avg": rec.forgetting.forgetting_avg if rec.forgetting else None,
+        "forgetting": rec.forgetting,  # per-item differences: pooled over seeds by report.retention
+        "device": device_identity(rec.meta_info), "device_name": rec.meta_info.device_name,
+        "device_type": rec.meta_info.device_type,
     }
 
 
 def flatten_all(records: list[Stored]) -> tuple[list[dict], list[Corrupt]]:
     """Rows of the records that can be read (one per scoring: a record evaluated with eval.also has
-    a row for each), and the records (valid JSON with a status) whose content is not what a record
-    holds: those are reported like corrupt files, not crashed on."""
+    a row for each), and the records whose content is not what a record holds: those are reported
+    like corrupt files, not crashed on."""
     rows, bad = [], []
     for path, rec in records:
         try:
             rows.append(flatten(rec, path))
-            for extra in (rec.get("eval_also") or {}).values():
-                rows.append(flatten({**rec, "eval": extra["eval"], "eval_info": extra.get("eval_info")}, path))
+            for extra in rec.eval_also.values():
+                rows.append(flatten(rec, path, extra.eval, extra.eval_info))
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
-            where = str(path or rec.get("run_id"))
-            bad.append(Corrupt(where, f"unexpected content ({type(exc).__name__}: {exc})"))
+            bad.append(Corrupt(str(path or rec.run_id), f"unexpected content ({type(exc).__name__}: {exc})"))
     return rows, bad
 
 

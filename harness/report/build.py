@@ -69,7 +69,7 @@ def build(records: list[Stored], corrupt: list, published=None, source_label: st
         members = {id(g): [by_run[(rid, g["scoring"])] for rid in g["run_ids"]] for g in groups}
         significance.annotate(groups, members, predictions_dir, reference)
     # counted per record (a record scored two ways gives two rows)
-    status = {r["run_id"]: r["status"] for r in rows} | {r.get("run_id"): r.get("status") for r in tuning_records}
+    status = {r["run_id"]: r["status"] for r in rows} | {r.run_id: r.status for r in tuning_records}
     report = Report(files={}, n_records=len(status), n_ok=sum(s == "ok" for s in status.values()), corrupt=corrupt)
     report.tuning = tuning.selection_table(tuning_records, (study_selection or {}).get("selection"))
     if report.tuning is not None:

@@ -20,30 +20,30 @@ import numpy as np
 from harness import stats
 
 
-def unit(summary: dict) -> str:
+def unit(summary) -> str:
     """'pts' for accuracy sets (before - after, in points), 'nats' for cross-entropy sets (after -
     before, nats per token; harness.forgetting.summarise_loss). Positive is forgotten in both."""
-    return "nats" if summary.get("measure") == "loss" else "pts"
+    return "nats" if summary.measure == "loss" else "pts"
 
 
-def _item_scores(summaries: list[dict]) -> list[np.ndarray] | None:
+def _item_scores(summaries: list) -> list[np.ndarray] | None:
     """Per retention set, seeds x items of the per-item forgetting (100 * (before - after) for
     accuracy sets, after - before losses for cross-entropy sets); None unless every seed kept its
     per-item differences on the same sets and item counts."""
-    sets = list((summaries[0].get("sets") or {}))
+    sets = list(summaries[0].sets)
     key, scale = ("item_loss_diffs", 1.0) if unit(summaries[0]) == "nats" else ("item_diffs", 100.0)
     out = []
     for name in sets:
-        rows = [(s.get("sets") or {}).get(name, {}).get(key) for s in summaries]
+        rows = [s.sets.get(name, {}).get(key) for s in summaries]
         if any(r is None for r in rows) or len({len(r) for r in rows}) != 1 or not rows[0]:
             return None
         out.append(scale * np.asarray(rows, dtype=float))
     return out or None
 
 
-def _approximate(summaries: list[dict]) -> dict | None:
-    means = [s.get("forgetting_avg") for s in summaries]
-    bounds = [s.get("forgetting_avg_ci95") or [None, None] for s in summaries]
+def _approximate(summaries: list) -> dict | None:
+    means = [s.forgetting_avg for s in summaries]
+    bounds = [s.forgetting_avg_ci95 or [None, None] for s in summaries]
     if any(m is None for m in means) or any(None in b for b in bounds):
         return None
     k = len(means)

@@ -20,14 +20,14 @@ def _cell(point: dict, chosen: bool) -> str:
     return f"{text} ✓" if chosen else text
 
 
-def selection_table(records: list[dict], chosen: dict | None = None) -> Table | None:
+def selection_table(records: list, chosen: dict | None = None) -> Table | None:
     """None when there are no tuning records (a plain sweep). `chosen`: the study's selection.json
     "selection" (method -> entry), whose position (interior / at the cap / grid edge) and noise flag
     the note shows; without it the note comes from the grid alone."""
     grids = defaultdict(list)
     for rec in records:
-        info = rec.get("run_info") or {}
-        grids[(info.get("model"), info.get("method"), info.get("task"))].append(selection.grid_point(rec))
+        info = rec.run_info
+        grids[(info.model, info.method, info.task)].append(selection.grid_point(rec))
     if not grids:
         return None
     rows = []

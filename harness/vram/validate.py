@@ -17,37 +17,36 @@ from harness.vram.estimate import as_dict, estimate
 NO_RECORDS = "no CUDA records in {runs}: validation needs GPU runs"
 
 
-def cuda_records(results_dir: Path) -> list[tuple[Path, dict]]:
+def cuda_records(results_dir: Path) -> list[tuple[Path, record.Record]]:
     """(file, record) of the qualifying records, read by the one record reader (harness.record):
     a corrupt or partial file is not a record here either."""
     out = []
     for path, rec in record.load_records(Path(results_dir) / "runs")[0]:
-        if rec["status"] != "ok" or (rec.get("meta_info") or {}).get("device_type") != "cuda":
+        if not rec.ok or rec.meta_info.device_type != "cuda":
             continue
-        peak = ((rec.get("memory") or {}).get("train") or {}).get("peak_allocated_gib")
-        if isinstance(peak, (int, float)) and peak > 0 and isinstance((rec.get("run_info") or {}).get("config"), dict):
+        peak = rec.phase_memory("train").peak_allocated_gib
+        if peak is not None and peak > 0 and rec.run_info.config:
             out.append((path, rec))
     return out
 
 
-def compare(rec: dict) -> dict:
-    cfg = json.loads(json.dumps(rec["run_info"]["config"]))  # a copy we may adjust
-    used = (rec.get("train_info") or {}).get("fused_loss")
+def compare(rec: record.Record) -> dict:
+    cfg = json.loads(json.dumps(rec.run_info.config))  # a copy we may adjust
+    used = rec.train_info.fused_loss if rec.train_info else None
     if used in ("liger", "torch"):
         cfg.setdefault("train", {})["fused_loss"] = used
     cfg["device"] = "cuda"
-    measured = float(rec["memory"]["train"]["peak_allocated_gib"])
-    row = {"run_id": rec.get("run_id"), "model": cfg.get("model", {}).get("name"),
-           "method": cfg.get("method", {}).get("name"), "measured_gib": measured}
+    measured = float(rec.phase_memory("train").peak_allocated_gib)
+    row = {"run_id": rec.run_id, "model": rec.run_info.model, "method": rec.run_info.method, "measured_gib": measured}
     try:
-        d = as_dict(estimate(cfg), (rec.get("meta_info") or {}).get("device_memory_gib"))
+        d = as_dict(estimate(cfg), rec.meta_info.device_memory_gib)
     except HarnessError as exc:
         return {**row, "error": str(exc)}
     st = d["setup"]
     return {**row, "micro_batch_size": st["micro_batch_size"], "seq_len": st["seq_len"],
             "gradient_checkpointing": st["gradient_checkpointing"], "fused_loss": st["fused_loss"],
             "predicted_gib": d["predicted_peak_gib"], "error_pct": 100.0 * (d["predicted_peak_gib"] / measured - 1),
-            "device": (rec.get("meta_info") or {}).get("device_name")}
+            "device": rec.meta_info.device_name}
 
 
 def validate(results_dir: Path) -> list[dict]:
