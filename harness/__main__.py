@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime, timezone
 
 import hydra
 
@@ -14,7 +15,6 @@ from harness.errors import HarnessError
 
 # Hydra's own informational flags (--help, --cfg job, --info, ...) go to Hydra untouched
 MULTIRUN_FLAGS = ("-m", "--multirun")
-OUTCOME: dict = {"not_ok": []}
 
 
 def bad_input(exc: HarnessError) -> None:
@@ -22,18 +22,32 @@ def bad_input(exc: HarnessError) -> None:
     raise SystemExit(2)
 
 
-def preflight(argv: list[str]) -> list[str]:
+def preflight(argv: list[str]) -> tuple[list, list[str]]:
     """Check every run this command line describes (harness.overrides) before Hydra starts any;
-    return the argv to hand to Hydra."""
+    return their checked configs and the argv to hand to Hydra (no configs for Hydra's own flags)."""
     if any(a.startswith("-") and a not in MULTIRUN_FLAGS for a in argv):
-        return argv
+        return [], argv
     from harness.overrides import resolve
     multirun = any(a in MULTIRUN_FLAGS for a in argv)
     try:
-        _, overrides, multirun = resolve([a for a in argv if a not in MULTIRUN_FLAGS], multirun)
+        cfgs, overrides, multirun = resolve([a for a in argv if a not in MULTIRUN_FLAGS], multirun)
     except HarnessError as exc:
         bad_input(exc)
-    return (["--multirun"] if multirun else []) + overrides
+    return cfgs, (["--multirun"] if multirun else []) + overrides
+
+
+def exit_status(cfgs: list, started: str) -> int:
+    """1 when a run of this command did not end ok, read from the runs' records (the launcher may have
+    run them in other processes); a run that left no record of its own did not end ok either."""
+    if int(os.environ.get("RANK", "0")) != 0:  # several processes: rank 0 writes the records and judges
+        return 0
+    from harness import runner
+    outcomes = [(cfg, runner.outcome(cfg, started)) for cfg in cfgs]
+    failed = [rec.run_id if rec else f"{cfg.model.name} x {cfg.method.name} x {cfg.task.name} (no record)"
+              for cfg, rec in outcomes if rec is None or not rec.ok]
+    if failed:
+        print(f"{len(failed)} run(s) did not end ok: {', '.join(sorted(failed))}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -44,8 +58,6 @@ def main(cfg) -> dict:
         rec, reused = runner.run_or_reuse(cfg)
     except HarnessError as exc:  # bad input found only once the data is read: nothing was written
         bad_input(exc)
-    if not rec.ok:
-        OUTCOME["not_ok"].append(rec.run_id)
     # what the sweep summary shows for this run
     return {"run_id": rec.run_id, "status": rec.status, "error": rec.error,
             "avg": rec.summary.avg_evaluated if rec.summary else None, "skipped": reused}
@@ -53,12 +65,9 @@ def main(cfg) -> dict:
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from harness import sweep_progress
     from harness.config import register_configs
     register_configs()
-    sys.argv[1:] = preflight(sys.argv[1:])
+    started = datetime.now(timezone.utc).isoformat()
+    runs, sys.argv[1:] = preflight(sys.argv[1:])
     main()
-    failed = OUTCOME["not_ok"] + sweep_progress.NOT_OK
-    if failed:
-        print(f"{len(set(failed))} run(s) did not end ok: {', '.join(sorted(set(failed)))}", file=sys.stderr)
-        raise SystemExit(1)
+    raise SystemExit(exit_status(runs, started))

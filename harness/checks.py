@@ -302,6 +302,17 @@ def check_device(device: str, t, here: bool = True) -> None:
         raise ConfigError("train.fused_loss=liger needs a CUDA device; use train.fused_loss=auto or torch")
 
 
+def check_processes(cfg, world: int, fsdp: bool) -> None:
+    """The checks that need the process group (known once launched; run before any data is read)."""
+    spec, t = methods.get(cfg.method.name), cfg.train
+    if fsdp and spec.frozen_base:
+        raise ConfigError("FSDP is for full fine-tuning too big for one GPU; run PEFT methods with one "
+                          "process per GPU (DDP: conf/accelerate/ddp.yaml) or a single process")
+    if spec.trains and (t.batch_size // t.micro_batch_size) % world:
+        raise ConfigError(f"with {world} processes, train.batch_size ({t.batch_size}) must be a multiple of "
+                          f"train.micro_batch_size x processes ({t.micro_batch_size * world})")
+
+
 def check_against_model(cfg, model) -> None:
     """The checks that need the loaded model (run right after loading, before the method is applied
     or anything trains): the context length and the module names a recipe targets."""

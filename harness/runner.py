@@ -21,7 +21,6 @@ from harness import atomic, checks, data, env, heldout, measure, methods, models
 from harness.distributed import Dist, setup as dist_setup
 from harness.errors import ConfigError, Diverged, HarnessError
 from harness.recipe import Recipe
-from harness.train import accumulation_steps
 from harness.train_state import Checkpoints
 
 log = logging.getLogger("harness")
@@ -31,7 +30,9 @@ class Plan:
     """Everything resolved and validated before any model is loaded."""
 
     def __init__(self, cfg):
-        checks.check(cfg)  # the same checks every entry point runs (harness.overrides)
+        # `cfg` passed the front door (harness.overrides.resolve: every entry point composes and checks
+        # its runs there, all of them before the first starts); what needs the launched processes,
+        # the data or the loaded model is checked once each is known (run_or_reuse, load_data, Recipe)
         self.cfg = cfg
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
         self.run_id = record.run_id(self.resolved, models.resolve_device(cfg.device).type)
@@ -140,6 +141,18 @@ def reusable_record(plan: Plan) -> record.Record | None:
     return None
 
 
+def outcome(cfg, since: str) -> record.Record | None:
+    """The record this run left when run at or after `since` (ISO time): the one it wrote (on this
+    machine's device type or, launched elsewhere, another's), else the complete record it reused;
+    None when it left none (killed, or refused)."""
+    plan = Plan(cfg)
+    for device_type in ("cuda", "cpu"):
+        rec = record.read_record(plan.paths.results_dir / "runs" / f"{record.run_id(plan.resolved, device_type)}.json")
+        if rec is not None and rec.finished >= since:
+            return rec
+    return None if cfg.force else reusable_record(plan)
+
+
 @contextmanager
 def run_log(path: Path | None):
     """Everything logged at INFO during a run (and Python's warnings, libraries' included) goes to the
@@ -185,11 +198,7 @@ def run_or_reuse(cfg) -> tuple[record.Record, bool]:
     if done is not None:
         return done, True
     dist = dist_setup(c.method.name)
-    if dist.fsdp and plan.method.frozen_base:
-        raise ConfigError("FSDP is for full fine-tuning too big for one GPU; run PEFT methods with one "
-                          "process per GPU (DDP: conf/accelerate/ddp.yaml) or a single process")
-    if plan.trains:
-        accumulation_steps(c.train, dist.world)
+    checks.check_processes(c, dist.world, dist.fsdp)
     device = dist.device or models.resolve_device(c.device)
     loaded = load_data(plan)  # bad data stops here, before anything is started or written
     if dist.main:

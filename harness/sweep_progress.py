@@ -43,10 +43,6 @@ def records_since(config, since: float) -> list[dict]:
     return rows
 
 
-# runs of this process's sweeps that did not end ok: `python -m harness` exits 1 when there are any
-NOT_OK: list[str] = []
-
-
 class SweepProgress(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         self.progress = RunProgress(count_jobs(config))
@@ -85,5 +81,4 @@ class SweepProgress(Callback):
         for r in rows:
             if r["status"] != "ok":
                 print(f"  {r['status']:>13}  {r['run']}: {(r['error'] or '')[:200]}")
-                NOT_OK.append(r.get("run_id") or r["run"])
         print(f"records: {config.results_dir}/runs/  tables: make report", flush=True)

@@ -73,10 +73,8 @@ def capped_warmup(total_steps: int, warmup_steps: int) -> int:
 
 
 def accumulation_steps(tcfg, world: int = 1) -> int:
-    """Micro-batches per optimizer step and process (the number of processes is known once launched)."""
-    if (tcfg.batch_size // tcfg.micro_batch_size) % world:
-        raise ConfigError(f"with {world} processes, train.batch_size ({tcfg.batch_size}) must be a multiple of "
-                          f"train.micro_batch_size x processes ({tcfg.micro_batch_size * world})")
+    """Micro-batches per optimizer step and process (harness.checks.check_processes made sure they
+    divide evenly before the run started)."""
     return tcfg.batch_size // tcfg.micro_batch_size // world
 
 

@@ -3,6 +3,7 @@ the fix, before the method is applied or anything trains, and nothing written un
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -60,3 +61,17 @@ def test_values_peft_accepts_pass_the_type_check(compose_run):
     cfg = compose_run("method=lora", "method.peft.init_lora_weights=pissa_niter_4", "method.peft.lora_alpha=32",
                       "method.peft.target_modules=all-linear", "method.peft.lora_dropout=0")
     assert cfg.method.peft.init_lora_weights == "pissa_niter_4"
+
+
+@pytest.mark.parametrize("overrides, world, fsdp, says", [
+    (("method=lora", "train.batch_size=4", "train.micro_batch_size=1"), 3, False,
+     "with 3 processes, train.batch_size (4) must be a multiple of train.micro_batch_size x processes (3)"),
+    (("method=lora",), 2, True, "FSDP is for full fine-tuning"),
+])
+def test_what_only_the_launched_processes_reveal_is_refused_before_data_is_read(compose_run, overrides, world,
+                                                                               fsdp, says):
+    from harness import checks
+    cfg = compose_run(*overrides)
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        checks.check_processes(cfg, world, fsdp)
+    checks.check_processes(cfg, 2 if world == 3 else 1, False)  # the same run on a fitting process group

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import runner
+from harness import record, runner
 from harness.distributed import merge_memory
 
 pytestmark = pytest.mark.slow  # end to end: `make test SLOW=1` and CI run it
@@ -32,7 +32,7 @@ def test_two_cpu_processes_match_one(tmp_path, work_dirs, compose_run):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     [path] = (tmp_path / "two" / "runs").glob("*.json")  # exactly one record: rank 0 writes
-    two = json.loads(path.read_text())
+    two = record.read_record(path)
     assert two.status == "ok" and two.meta_info.world_size == 2
     assert two.train_info.processes == 2
     per_rank = two.phase_memory("train").per_rank

@@ -172,3 +172,25 @@ def test_a_sweep_checks_every_run_before_starting_any(tmp_path, work_dirs):
     assert multirun and [c.method.name for c in cfgs] == ["lora", "adapter_series"] and cfgs[0].method.peft.r == 4
     with pytest.raises(ConfigError, match="method.adapter"):
         resolve(["model=tiny-random", "method=lora,dora", "method.adapter.bottleneck_size=4"], multirun=True)
+
+
+def test_the_exit_status_reads_each_runs_own_record(compose_run, tmp_path, capsys):
+    """`python -m harness` exits 1 when a run of the command did not end ok, read from the records the
+    runs left (the launcher may run them in other processes): a record written since the command
+    started, or the complete record a run reused; a run that left neither did not end ok."""
+    from datetime import datetime, timezone
+    from harness.__main__ import exit_status
+
+    def now() -> str:
+        return datetime.now(timezone.utc).isoformat()
+    cfg = compose_run("method=none", results=tmp_path)
+    started = now()
+    assert exit_status([cfg], started) == 1 and "(no record)" in capsys.readouterr().err
+    rec = runner.run(cfg)
+    assert exit_status([cfg], started) == 0
+    later = now()
+    assert exit_status([cfg], later) == 0  # a rerun would reuse the complete record: its status counts
+    assert exit_status([compose_run("method=none", "force=true", results=tmp_path)], later) == 1  # forced, nothing new
+    path = tmp_path / "runs" / f"{rec.run_id}.json"
+    path.write_text(json.dumps({**rec.to_json(), "status": "diverged"}))
+    assert exit_status([cfg], later) == 1 and rec.run_id in capsys.readouterr().err
