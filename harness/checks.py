@@ -178,6 +178,9 @@ def check_peft_keys(m, spec: methods.Method) -> None:
 
 def check_task(cfg) -> None:
     family = tasks.get_family(cfg.task.name)
+    if not cfg.task.test_sets:
+        raise ConfigError(f"task.test_sets=[] names no test set; name some of {list(family.test_sets)}, or leave "
+                          f"the key out for all of them")
     for name in cfg.task.test_sets:
         family.test_set(name)
     train_set = family.train_set(cfg.task.train_set)
@@ -198,7 +201,7 @@ def check_evaluation(cfg) -> None:
     if e.max_new_tokens is not None and e.max_new_tokens < 1:
         raise ConfigError(f"eval.max_new_tokens={e.max_new_tokens} must be >= 1 (or null for the task's default)")
     family = tasks.get_family(cfg.task.name)
-    names = list(cfg.task.test_sets) or list(family.test_sets)
+    names = list(cfg.task.test_sets)
     for name in names:
         size = data.manifest()["files"][f"test/{name}"]["records"]
         if e.limit > size:

@@ -10,7 +10,7 @@ from enum import Enum
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import II, MISSING
 
 
 class Choice(str, Enum):
@@ -152,13 +152,19 @@ class MethodConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 
 
+def _from_family(key: str):
+    """A task key whose default is the family's own declaration (harness/tasks/<family>.py, the one
+    place a family is defined), resolved when the config is: ${task_family:<task>,<attribute>}."""
+    return II(f"task_family:${{task.name}},{key}")
+
+
 @dataclass
 class TaskConfig:
     name: str = MISSING  # registry key in harness.tasks
     train_set: str = MISSING  # a training set of the family, or a .json / .json.gz file
-    paper_train_set: str = MISSING  # the LLM-Adapters paper's training set for this family
-    test_sets: List[str] = field(default_factory=list)  # empty = the family's full list
-    max_new_tokens: int = 256
+    paper_train_set: str = _from_family("paper_train_set")  # the LLM-Adapters paper's training set
+    test_sets: List[str] = _from_family("test_sets")  # default: the family's full list
+    max_new_tokens: int = _from_family("max_new_tokens")  # generation length (eval.max_new_tokens overrides)
 
 
 @dataclass
@@ -303,12 +309,22 @@ def rewrite_model_argument(argv: list[str], known: set[str]) -> list[str]:
     return out
 
 
+def family_attribute(task: str, key: str):
+    """What a task family declares (the task_family resolver): its test set names, generation length
+    or paper training set."""
+    from harness import tasks  # datasets: only once a config is resolved (a typo fails before)
+    value = getattr(tasks.get_family(task), key)
+    return list(value) if isinstance(value, (dict, tuple)) else value
+
+
 def register_configs() -> None:
     """The schemas live outside the config groups (group `schema`), so they are never offered or
     selectable as a model, method or task."""
     from omegaconf import OmegaConf
     if not OmegaConf.has_resolver("model_slug"):
         OmegaConf.register_new_resolver("model_slug", model_slug)
+    if not OmegaConf.has_resolver("task_family"):
+        OmegaConf.register_new_resolver("task_family", family_attribute)
     cs = ConfigStore.instance()
     cs.store(group="schema", name="run", node=RunConfig)
     cs.store(group="schema", name="model", node=ModelConfig)

@@ -110,6 +110,8 @@ def default_of(f: dataclasses.Field) -> str:
         return "(required)"
     if value is MISSING or value == MISSING:
         return "(required: the group's YAML sets it)"
+    if isinstance(value, str) and value.startswith("${task_family:"):
+        return "the task family's (`harness/tasks/<task>.py`)"
     return f"`{yaml_value(value)}`" if value != "" else '`""`'
 
 

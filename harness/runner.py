@@ -40,8 +40,7 @@ class Plan:
         self.family = tasks.get_family(cfg.task.name)
         self.method = methods.get(cfg.method.name)
         self.trains = self.method.trains
-        names = list(cfg.task.test_sets) or list(self.family.test_sets)
-        self.test_sets = [self.family.test_set(n) for n in names]
+        self.test_sets = [self.family.test_set(n) for n in cfg.task.test_sets]
         self.train_set = self.family.train_set(cfg.task.train_set)
         self.warnings: list[str] = []
 

@@ -194,3 +194,23 @@ def test_the_exit_status_reads_each_runs_own_record(compose_run, tmp_path, capsy
     path = tmp_path / "runs" / f"{rec.run_id}.json"
     path.write_text(json.dumps({**rec.to_json(), "status": "diverged"}))
     assert exit_status([cfg], later) == 1 and rec.run_id in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["arithmetic", "commonsense"])
+def test_a_task_family_is_declared_once_and_the_config_reads_it(family):
+    """The family module (harness/tasks/<family>.py) declares its test sets, generation length and the
+    paper's training set; conf/task/<family>.yaml only picks the family and its training set, and the
+    composed config carries the family's values unless the command line gives others."""
+    from harness import tasks
+    from harness.config import CONF_DIR
+    declared = tasks.get_family(family)
+    yaml_keys = set(OmegaConf.load(CONF_DIR / "task" / f"{family}.yaml")) - {"defaults"}
+    assert yaml_keys == {"name", "train_set"}
+    task = resolve_one([f"task={family}", "method=none"]).task
+    assert list(task.test_sets) == list(declared.test_sets) and task.max_new_tokens == declared.max_new_tokens
+    assert task.paper_train_set == declared.paper_train_set
+    first = next(iter(declared.test_sets))
+    task = resolve_one([f"task={family}", "method=none", f"task.test_sets=[{first}]", "task.max_new_tokens=7"]).task
+    assert list(task.test_sets) == [first] and task.max_new_tokens == 7
+    with pytest.raises(ConfigError, match=r"task.test_sets=\[\] names no test set"):
+        resolve_one([f"task={family}", "method=none", "task.test_sets=[]"])

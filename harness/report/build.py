@@ -44,13 +44,10 @@ class Report:
 
 
 def paper_train_set(family_name: str) -> str | None:
-    """The paper's training set of a family, from its task config (conf/task/<family>.yaml)."""
-    try:
-        from omegaconf import OmegaConf
-        from harness.config import CONF_DIR
-        return OmegaConf.load(CONF_DIR / "task" / f"{family_name}.yaml").get("paper_train_set")
-    except Exception:  # a family without a task config: published rows say 'paper'
-        return None
+    """The paper's training set of a family, as the family declares it (None for one this checkout
+    does not know: published rows then say 'paper')."""
+    family = aggregate.family_of(family_name)
+    return family.paper_train_set if family else None
 
 
 def build(records: list[Stored], corrupt: list, published=None, source_label: str = "results/runs",

@@ -61,7 +61,8 @@ class TaskFamily:
     test_sets: dict
     train_sets: dict
     paper_average: tuple  # the sets the paper averages
-    max_new_tokens: int
+    max_new_tokens: int  # generation length: room for the family's answers and rationales
+    paper_train_set: str  # the LLM-Adapters paper's training set (the paper preset trains on it)
     # the family's forgetting suite (forgetting.test_sets=[]): out of its domain, test sets of another
     # family (cloze-scored) or held-out texts of another family (cross-entropy)
     retention: tuple = ()

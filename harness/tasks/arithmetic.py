@@ -30,6 +30,7 @@ FAMILY = register(TaskFamily(
     },
     paper_average=("gsm8k", "aqua", "mawps", "svamp"),
     max_new_tokens=256,
+    paper_train_set="math_10k",
     # Biderman et al.'s suite for models trained on code and math: commonsense, zero-shot cloze
     retention=("hellaswag", "arc_challenge", "winogrande"),
     texts={

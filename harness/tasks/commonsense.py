@@ -30,6 +30,7 @@ FAMILY = register(TaskFamily(
     },
     paper_average=ALL,
     max_new_tokens=32,
+    paper_train_set="commonsense_170k",
     # out of the domain: every commonsense test set is this family's own task (and half of their
     # training splits are in its training data), so forgetting is measured on math text instead
     retention=("gsm8k_train_solutions",),
