@@ -23,11 +23,11 @@ def bad_input(exc: HarnessError) -> None:
 
 
 def preflight(argv: list[str]) -> tuple[list, list[str]]:
-    """Check every run this command line describes (harness.overrides) before Hydra starts any;
+    """Check every run this command line describes (harness.config.overrides) before Hydra starts any;
     return their checked configs and the argv to hand to Hydra (no configs for Hydra's own flags)."""
     if any(a.startswith("-") and a not in MULTIRUN_FLAGS for a in argv):
         return [], argv
-    from harness.overrides import resolve
+    from harness.config.overrides import resolve
     multirun = any(a in MULTIRUN_FLAGS for a in argv)
     try:
         cfgs, overrides, multirun = resolve([a for a in argv if a not in MULTIRUN_FLAGS], multirun)
@@ -41,7 +41,7 @@ def exit_status(cfgs: list, started: str) -> int:
     run them in other processes); a run that left no record of its own did not end ok either."""
     if int(os.environ.get("RANK", "0")) != 0:  # several processes: rank 0 writes the records and judges
         return 0
-    from harness import runner
+    from harness.pipeline import runner
     outcomes = [(cfg, runner.outcome(cfg, started)) for cfg in cfgs]
     failed = [rec.run_id if rec else f"{cfg.model.name} x {cfg.method.name} x {cfg.task.name} (no record)"
               for cfg, rec in outcomes if rec is None or not rec.ok]
@@ -52,7 +52,8 @@ def exit_status(cfgs: list, started: str) -> int:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg) -> dict:
-    from harness import console, runner
+    from harness.ui import console
+    from harness.pipeline import runner
     console.show_info(cfg.verbose)
     try:
         rec, reused = runner.run_or_reuse(cfg)

@@ -2,7 +2,7 @@
 
 1. tune: for every method, a grid of learning rates around its recipe's (study.lr_grid multiplies
    method.lr), each run on the training set minus a fixed validation split (train.val_size), with
-   no test set read (eval.enabled=false, forgetting.enabled=false). harness.selection picks:
+   no test set read (eval.enabled=false, forgetting.enabled=false). harness.analysis.selection picks:
    the lowest final validation loss wins (validation accuracy breaks a tie); a diverged run never wins.
    A winner at an end of the grid extends it by the grid's own factor (one point beyond that end,
    only the new point run), again until the winner is interior or the next point would leave
@@ -10,7 +10,7 @@
    final runs' optimizer steps (a shorter horizon rewards learning the answer format fast; refused
    unless study.short_horizon_reason says why). The selection states the validation set's size, the
    standard error of the criterion and whether the winner's margin over the runner-up is within
-   noise (below harness.selection.NOISE_SES standard errors).
+   noise (below harness.analysis.selection.NOISE_SES standard errors).
 2. final: every method at its chosen learning rate, once per seed of study.seeds, evaluated on the
    test sets (with every scoring the study asks for).
 
@@ -32,10 +32,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from harness import atomic, console, methods, selection
+from harness import methods
+from harness.record import atomic
+from harness.ui import console
+from harness.analysis import selection
 from harness.config import CONF_DIR
 from harness.errors import ConfigError, HarnessError
-from harness.progress import RunProgress
+from harness.ui.progress import RunProgress
 
 log = logging.getLogger("harness.study")
 
@@ -91,7 +94,7 @@ def load(name: str, overrides: list[str]) -> StudyConfig:
 
 
 def run_config(study: StudyConfig, method: str, lr: float, stage: str, seed: int, extra: list[str]):
-    from harness.overrides import resolve_one
+    from harness.config.overrides import resolve_one
     stage_overrides = study.tune if stage == "tune" else study.final
     return resolve_one([*study.common, *stage_overrides, f"method={method}", f"method.lr={lr:.6g}", f"seed={seed}",
                         f"results_dir={study.results_dir}", f"+tags.study={study.name}", f"stage={stage}",
@@ -99,7 +102,7 @@ def run_config(study: StudyConfig, method: str, lr: float, stage: str, seed: int
 
 
 def recipe_lr(study: StudyConfig, method: str) -> float:
-    from harness.overrides import resolve_one
+    from harness.config.overrides import resolve_one
     return float(resolve_one([*study.common, f"method={method}"], here=False).method.lr)
 
 
@@ -109,7 +112,7 @@ def optimizer_steps(cfg) -> int:
     if cfg.train.max_steps > 0:
         return int(cfg.train.max_steps)
     from harness import tasks
-    from harness.train import total_steps
+    from harness.pipeline.train import total_steps
     records, _ = tasks.load_train_set(tasks.get_family(cfg.task.name).train_set(cfg.task.train_set), cfg.cache_dir)
     n = max(0, len(records) - cfg.train.val_size)
     return total_steps(cfg.train, min(n, cfg.train.limit) if cfg.train.limit else n)
@@ -235,7 +238,7 @@ def final(study: StudyConfig, chosen: dict, extra: list[str], run) -> list[dict]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness import runner
+    from harness.pipeline import runner
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(prog="python -m harness.study", description=__doc__.split("\n")[0])
     p.add_argument("overrides", nargs="*", metavar="key=value",

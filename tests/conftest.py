@@ -48,7 +48,7 @@ def work_dirs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def compose_run(work_dirs):
     """compose_run(*overrides) -> resolved config for a quick tiny-random run in the session dirs."""
-    from harness.overrides import resolve_one
+    from harness.config.overrides import resolve_one
 
     def make(*overrides, results=None):
         base = ["model=tiny-random", "task=arithmetic", "train.max_steps=2", "train.batch_size=4",
@@ -65,8 +65,8 @@ def compose_run(work_dirs):
 def tiny(work_dirs):
     """(model, tokenizer) of the tiny random LLaMA used by the harness, fp32 on CPU."""
     import torch
-    from harness import models
-    from harness.overrides import resolve_one
+    from harness.pipeline import models
+    from harness.config.overrides import resolve_one
     cfg = resolve_one(["model=tiny-random", "method=none", f"cache_dir={work_dirs['cache']}"])
     model, tok, _ = models.load(cfg.model, cfg.method, torch.device("cpu"), torch.float32, str(work_dirs["cache"]))
     return model.eval(), tok
@@ -74,13 +74,13 @@ def tiny(work_dirs):
 
 def refused_in_process(*argv: str) -> str:
     """What `python -m harness <argv>` does with bad input, in this process: every run checked
-    (harness.overrides.resolve; '-m' a sweep), then run (harness.runner.run refuses bad data before
+    (harness.config.overrides.resolve; '-m' a sweep), then run (harness.pipeline.runner.run refuses bad data before
     it writes anything). Returns the message the command prints after 'error: '; fails the test when
     nothing is refused. The command's own promises (exit 2, one line, no traceback) are tested as
     subprocesses for one case per stage in test_bad_input.py."""
-    from harness import runner
+    from harness.pipeline import runner
     from harness.errors import HarnessError
-    from harness.overrides import resolve
+    from harness.config.overrides import resolve
     multirun = "-m" in argv
     with pytest.raises(HarnessError) as err:
         cfgs, _, _ = resolve([a for a in argv if a != "-m"], multirun)

@@ -1,5 +1,5 @@
 """Shared helpers of the method-zoo tests (tests/test_method_zoo*.py): the registry's lists, a
-method's composed config, building a method on a model, training steps as harness.train takes them."""
+method's composed config, building a method on a model, training steps as harness.pipeline.train takes them."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness import methods
-from harness.overrides import resolve_one
+from harness.config.overrides import resolve_one
 
 ALL_SPECS = methods.all_methods()
 ALL = list(ALL_SPECS)
@@ -61,7 +61,7 @@ def train_steps(name, model, tok, n: int = 2, lr: float = 1e-2) -> set[str]:
     from omegaconf import OmegaConf
 
     from harness.config import TrainConfig
-    from harness.train import tokenize_examples, train
+    from harness.pipeline.train import tokenize_examples, train
     records = [{"instruction": t, "input": "", "output": "5"} for t in ("What is 2 plus 3?", "Add 4 and 1", "Say 5")]
     examples = tokenize_examples(records, tok, 64, True, "clean")
     tcfg = OmegaConf.structured(TrainConfig(max_steps=n, batch_size=3, micro_batch_size=3, warmup_steps=0,

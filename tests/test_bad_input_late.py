@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from harness import runner
+from harness.pipeline import runner
 from harness.errors import ConfigError
 
 GOOD = {"instruction": "1+1?", "input": "", "output": "The answer is 2.", "answer": "2"}
@@ -70,7 +70,7 @@ def test_values_peft_accepts_pass_the_type_check(compose_run):
 ])
 def test_what_only_the_launched_processes_reveal_is_refused_before_data_is_read(compose_run, overrides, world,
                                                                                fsdp, says):
-    from harness import checks
+    from harness.config import checks
     cfg = compose_run(*overrides)
     with pytest.raises(ConfigError, match=re.escape(says)):
         checks.check_processes(cfg, world, fsdp)

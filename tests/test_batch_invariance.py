@@ -4,7 +4,7 @@ The same items of several test sets are scored pooled (one pass over every set),
 shuffled order, and at batch sizes 1 and 16, on the tiny random LLaMA cast to bf16, and compared
 item by item: the generated text, the option log-likelihoods behind a cloze or label choice, and the
 choice. Length-sorted batches across items fail this in bf16 (the padded width and the batch's shape
-change the rounding); harness.evaluate scores every item in forwards of its own.
+change the rounding); harness.pipeline.evaluate scores every item in forwards of its own.
 
 And every method is evaluated at one precision: eval.precision casts what a method stores (a frozen
 bf16 base, full fine-tuning's fp32 weights) to the same dtype, and puts it back afterwards.
@@ -17,7 +17,8 @@ import random
 import pytest
 import torch
 
-from harness import data, evaluate, tasks
+from harness import data, tasks
+from harness.pipeline import evaluate
 
 CPU = torch.device("cpu")
 SETS = {"generate": ("gsm8k", "boolq", "svamp"), "label": ("piqa", "siqa", "arc_challenge"),
@@ -113,8 +114,9 @@ def test_fp32_weights_are_evaluated_as_a_bf16_base_is_and_restored_bit_for_bit(t
 
 
 def test_a_bf16_base_with_fp32_adapters_is_evaluated_wholly_at_the_chosen_precision(work_dirs):
-    from harness import methods, models
-    from harness.overrides import resolve_one
+    from harness import methods
+    from harness.pipeline import models
+    from harness.config.overrides import resolve_one
     cfg = resolve_one(["model=tiny-random", "method=lora", f"cache_dir={work_dirs['cache']}"])
     model, tok, info = models.load(cfg.model, cfg.method, CPU, torch.bfloat16, cfg.cache_dir)
     model = methods.apply(model, cfg.method, methods.MethodContext(tok, info["resolved_path"], CPU)).model.eval()

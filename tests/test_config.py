@@ -6,9 +6,9 @@ from omegaconf import OmegaConf
 
 from harness import record
 from harness.config import model_slug, rewrite_model_argument
-from harness.overrides import resolve_one
+from harness.config.overrides import resolve_one
 from harness.errors import ConfigError
-from harness.overrides import resolve
+from harness.config.overrides import resolve
 
 KNOWN = {"smollm2-135m", "tiny-random", "hub"}
 
@@ -56,15 +56,15 @@ def test_paper_preset_trains_on_the_papers_sets():
                                        ["method=glob(lora*)", "task=arithmetic"],
                                        ["method=lora,full", "seed=1", "method=dora,bitfit", "seed=2,3"]])
 def test_sweep_expansion_is_the_runs_hydra_launches_in_its_order(overrides):
-    # harness.overrides expands sweeps with Hydra's public parser; Hydra's own sweeper (a private
+    # harness.config.overrides expands sweeps with Hydra's public parser; Hydra's own sweeper (a private
     # class, used here only as the oracle) must launch the same runs in the same order
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from harness.overrides import parse, runs_of
+    from harness.config.overrides import parse, runs_of
     assert runs_of(parse(overrides)) == BasicSweeper.split_arguments(parse(overrides), None)[0]
 
 
 def test_an_interval_sweep_is_refused_with_the_fix():
     from harness.errors import ConfigError
-    from harness.overrides import parse, runs_of
+    from harness.config.overrides import parse, runs_of
     with pytest.raises(ConfigError, match=r"give the values"):
         runs_of(parse(["train.warmup_steps=interval(0,1)"]))

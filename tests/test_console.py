@@ -1,4 +1,4 @@
-"""What reaches the console (harness.console): warnings and a tool's own lines by default, every INFO
+"""What reaches the console (harness.ui.console): warnings and a tool's own lines by default, every INFO
 line with verbose; the root logger stays at INFO so a run's log file still gets everything."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from harness import console
+from harness.ui import console
 
 
 @pytest.fixture
@@ -25,8 +25,8 @@ def root_handlers():
 def test_the_console_shows_the_tools_lines_and_warnings_and_verbose_shows_all(verbose, capsys, root_handlers):
     console.setup(verbose, announce=("harness.study",))
     logging.getLogger("harness.study").info("[1/3] lora")
-    logging.getLogger("harness.train").info("step 10/30 loss 2.5")
-    logging.getLogger("harness.train").warning("loss spike")
+    logging.getLogger("harness.pipeline.train").info("step 10/30 loss 2.5")
+    logging.getLogger("harness.pipeline.train").warning("loss spike")
     out = capsys.readouterr().out
     assert "[1/3] lora" in out and "loss spike" in out
     assert ("step 10/30" in out) == verbose

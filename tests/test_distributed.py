@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import record, runner
-from harness.distributed import merge_memory
+from harness import record
+from harness.pipeline import runner
+from harness.pipeline.distributed import merge_memory
 
 pytestmark = pytest.mark.slow  # end to end: `make test SLOW=1` and CI run it
 

@@ -66,7 +66,7 @@ def _peft_arguments() -> set[str]:
 def key_problem(token: str) -> str | None:
     """Why `token` (`key=value` or a dotted `section.key`) names no config key or choice; None when
     it does, or when it is not a config key at all (a record field, a shell variable, prose)."""
-    from harness.overrides import group_choices, key_kind
+    from harness.config.overrides import group_choices, key_kind
     token = token.lstrip("+~")
     key, eq, value = token.partition("=")
     first = key.split(".")[0]
@@ -107,7 +107,7 @@ def key_problems(text: str) -> list[str]:
 
 
 def test_quoted_refusals_are_still_refused():
-    from harness.overrides import check_names
+    from harness.config.overrides import check_names
     for example in REFUSED_EXAMPLES:
         with pytest.raises(ConfigError):
             check_names([example])
@@ -233,7 +233,7 @@ def test_link_checker_reports_broken_links_and_paths(tmp_path):
     page = tmp_path / "page.md"
     (tmp_path / "other.md").write_text("# Other\n\n## A section (with `code`)\n")
     text = page_text = ("[ok](other.md) [ok](other.md#a-section-with-code) [web](https://example.org) [self](#title)\n"
-            "# Title\n[gone](missing.md) [no heading](other.md#nowhere) `harness/nowhere.py` `harness/config.py` "
+            "# Title\n[gone](missing.md) [no heading](other.md#nowhere) `harness/nowhere.py` `harness/config/__init__.py` "
             "`test_nothing.py` `test_method_zoo*.py` `results/runs/<run-id>.json`\n")
     page.write_text(page_text)
     assert link_problems(text, page) == ["missing.md: no such file", "other.md#nowhere: no heading '#nowhere' in "

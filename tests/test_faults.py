@@ -11,7 +11,7 @@ import pytest
 KILL_DURING_WRITE = """
 import os, sys
 from pathlib import Path
-from harness import atomic
+from harness.record import atomic
 target = Path(sys.argv[1])
 real_fsync = os.fsync
 def die(fd):  # the data is in the temp file, the rename has not happened: kill -9 now
@@ -43,7 +43,7 @@ def test_kill_9_while_saving_a_checkpoint_keeps_the_old_one(tmp_path):
     code = """
 import os, sys
 from pathlib import Path
-from harness import atomic
+from harness.record import atomic
 def fill(d):
     Path(d, "weights").write_text("half")
     os.kill(os.getpid(), 9)

@@ -10,8 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import checks, forgetting, runner, tasks
-from harness.overrides import resolve_one
+from harness import tasks
+from harness.config import checks
+from harness.pipeline import forgetting, runner
+from harness.config.overrides import resolve_one
 from harness.errors import ConfigError
 
 

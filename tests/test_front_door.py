@@ -12,11 +12,12 @@ import pytest
 from conftest import refused_in_process
 from omegaconf import OmegaConf
 
-from harness import methods, runner
-from harness.overrides import resolve_one
+from harness import methods
+from harness.pipeline import runner
+from harness.config.overrides import resolve_one
 from harness.errors import ConfigError
-from harness.overrides import group_choices, resolve
-from harness.train import total_steps
+from harness.config.overrides import group_choices, resolve
+from harness.pipeline.train import total_steps
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["model=tiny-random", "task=arithmetic", "train.max_steps=1", "train.batch_size=2",

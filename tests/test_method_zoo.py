@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import evaluate, methods, prompts, recipe
+from harness import methods
+from harness.pipeline import evaluate, prompts, recipe
 from method_zoo_helpers import (ALL, ALL_SPECS, CPU, MUTATES_BASE, PROMPT_LEARNING, STEP0_CLOSE,  # noqa: F401
                                 STEP0_DIFFERS, STEP0_EXACT, TRAINS, build, fresh, logits, method_cfg, train_steps)
 
@@ -160,8 +161,8 @@ def test_prompt_learning_beam_search_is_batch_size_invariant(fresh, name):
 
 @pytest.mark.parametrize("name", PROMPT_LEARNING)
 def test_cloze_scores_prompt_learning_models_at_the_right_positions(fresh, name):
-    """Log-likelihoods through harness.cloze (right padding, logits_to_keep) equal a plain forward."""
-    from harness import cloze
+    """Log-likelihoods through harness.pipeline.cloze (right padding, logits_to_keep) equal a plain forward."""
+    from harness.pipeline import cloze
     model, tok = fresh
     pm = eval_model(name, model, tok)
     pairs = [("Question: what is 2 plus 2?\nAnswer:", " 4"), ("The sky is", " blue today"), ("Hi", " there")]

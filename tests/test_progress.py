@@ -1,8 +1,8 @@
-"""The one progress line of sweeps and studies (harness.progress)."""
+"""The one progress line of sweeps and studies (harness.ui.progress)."""
 from __future__ import annotations
 
-from harness import progress as progress_module
-from harness.progress import RunProgress
+from harness.ui import progress as progress_module
+from harness.ui.progress import RunProgress
 
 
 def test_time_left_is_the_mean_of_runs_that_worked_times_the_runs_to_come(monkeypatch):

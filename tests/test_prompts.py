@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import prompts
+from harness.pipeline import prompts
 
 SP16 = "                "  # exactly 16 spaces
 assert len(SP16) == 16

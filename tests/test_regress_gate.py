@@ -66,7 +66,7 @@ def test_the_gate_passes_unchanged_code_and_fails_broken_scoring_and_training(cl
     accuracy = [json.loads(p.read_text())["eval"] for p in (clone / "results/baselines/mine/runs").glob("*.json")][0]
     assert sum(m["accuracy"] for m in accuracy.values()) > 100  # a regression to zero would show
 
-    change(clone, "harness/evaluate.py", '"""Evaluation:', '"""Evaluation (a comment edited):')
+    change(clone, "harness/pipeline/evaluate.py", '"""Evaluation:', '"""Evaluation (a comment edited):')
     commit(clone, "harmless")
     same = regress(clone, cache, "--baseline", "results/baselines/mine")
     assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
@@ -74,7 +74,7 @@ def test_the_gate_passes_unchanged_code_and_fails_broken_scoring_and_training(cl
     assert len(list((clone / "results/regress").iterdir())) == 2  # a fresh directory for the new code id
 
     # a plausible bug: the predicted index compared with the gold label word, so nothing is ever correct
-    change(clone, "harness/cloze.py", '"correct": pred == it.gold', '"correct": pred == it.labels[it.gold]')
+    change(clone, "harness/pipeline/cloze.py", '"correct": pred == it.gold', '"correct": pred == it.labels[it.gold]')
     commit(clone, "break scoring")
     broken = regress(clone, cache, "--baseline", "results/baselines/mine")
     assert broken.returncode == 1, broken.stdout[-3000:] + broken.stderr[-3000:]
@@ -82,7 +82,7 @@ def test_the_gate_passes_unchanged_code_and_fails_broken_scoring_and_training(cl
 
     git(clone, "revert", "--no-edit", "HEAD")
     # a plausible bug: the warmup computed but not passed on, so the first step runs at the full rate
-    change(clone, "harness/train.py", "warmup_steps=warmup, weight_decay=", "warmup_steps=0, weight_decay=")
+    change(clone, "harness/pipeline/train.py", "warmup_steps=warmup, weight_decay=", "warmup_steps=0, weight_decay=")
     commit(clone, "break the learning-rate schedule")
     broken = regress(clone, cache, "--baseline", "results/baselines/mine")
     assert broken.returncode == 1, broken.stdout[-3000:] + broken.stderr[-3000:]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.run_record import Record
+from harness.record.schema import Record
 from harness.record import Stored, load_records
 from harness.report import aggregate, build, plots, render
 from harness.report.load import load_published

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.run_record import Record
+from harness.record.schema import Record
 from harness.report import accuracy, aggregate, build
 from test_report import row_of  # one helper for both report test modules
 

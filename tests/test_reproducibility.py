@@ -7,7 +7,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from harness import data, evaluate, models, prompts, runner
+from harness import data
+from harness.pipeline import evaluate, models, prompts, runner
 from harness.errors import ModelError
 
 TIMING_KEYS = {"seconds", "questions_per_second", "generated_tokens_per_second"}
@@ -93,7 +94,7 @@ def test_remote_code_is_never_trusted_by_default(compose_run, monkeypatch, tiny)
     cfg = compose_run("method=none")
     models.load(cfg.model, cfg.method, torch.device("cpu"), torch.float32, cfg.cache_dir)
     assert seen and all(v is False for v in seen)
-    from harness.overrides import resolve_one
+    from harness.config.overrides import resolve_one
     for model_yaml in ("llama-7b", "qwen2.5-0.5b", "smollm2-135m", "gemma3-270m"):  # installed here or not
         assert resolve_one([f"model={model_yaml}"], here=False).model.trust_remote_code is False
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness.train_state import COMPLETE, STEPS, Checkpoints, fingerprint
+from harness.pipeline.train_state import COMPLETE, STEPS, Checkpoints, fingerprint
 
 pytestmark = pytest.mark.slow  # end to end: `make test SLOW=1` and CI run it
 

@@ -1,4 +1,4 @@
-"""The typed run record (harness.run_record): every committed record reads back unchanged, a field of
+"""The typed run record (harness.record.schema): every committed record reads back unchanged, a field of
 the wrong type is refused with its name, and what older records lack is read the current way."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness import record
-from harness.run_record import Record
+from harness.record.schema import Record
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = sorted(p for p in [*REPO.glob("results/**/runs/*.json"), *REPO.glob("tests/fixtures/**/*.json")]

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import env, methods, runner
+from harness import methods
+from harness.record import env
+from harness.pipeline import runner
 
 METHODS = list(methods.all_methods())  # every registered method, whatever it is
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +88,7 @@ def test_rerun_skips_a_complete_record(compose_run, work_dirs):
 
 
 def test_a_record_is_reused_only_by_the_code_that_made_it(compose_run, tmp_path):
-    from harness import env
+    from harness.record import env
     first = runner.run(compose_run("method=none", results=tmp_path))
     assert first.code_id == env.code_identity()["code_id"]
     path = tmp_path / "runs" / f"{first.run_id}.json"
@@ -121,7 +123,7 @@ def test_a_run_predicted_not_to_fit_the_gpu_is_recorded_as_predicted_oom(compose
     record is not reused then)."""
     import types
     import torch
-    from harness import models
+    from harness.pipeline import models
     fake = types.SimpleNamespace(name="Fake GPU 16GB", total_memory=16 * 1024 ** 3, major=9, minor=0)
     monkeypatch.setattr(models, "resolve_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: fake)
@@ -140,9 +142,9 @@ def test_a_run_predicted_not_to_fit_the_gpu_is_recorded_as_predicted_oom(compose
 def test_the_code_identity_covers_shipped_data_through_its_manifest():
     # the manifest holds every shipped file's sha256 and every read is checked against it, so the
     # identity hashes the manifest, not the 6 MB of data it describes
-    from harness import env
+    from harness.record import env
     files = {p.relative_to(env.REPO).as_posix() for p in env.source_files()}
-    assert "harness/data/manifest.json" in files and "harness/runner.py" in files and "conf/config.yaml" in files
+    assert "harness/data/manifest.json" in files and "harness/pipeline/runner.py" in files and "conf/config.yaml" in files
     assert not [f for f in files if f.endswith(".json.gz")]
     manifest = json.loads((env.REPO / "harness/data/manifest.json").read_text())
     assert all("sha256" in entry for entry in manifest["files"].values())

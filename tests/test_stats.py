@@ -14,7 +14,9 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_confint
 
-from harness import forgetting, stats
+from harness.pipeline import forgetting
+from harness.record.schema import Forgetting
+from harness.analysis import stats
 from harness.report import retention, tables
 
 
@@ -155,19 +157,24 @@ def summary(diffs: list[int]) -> dict:
     return forgetting.summarise(before, after)
 
 
+def pooled_over_seeds(summaries: list, seeds: list):
+    """retention.across_seeds on the records' typed forgetting sections (None: a seed without one)."""
+    return retention.across_seeds([Forgetting.model_validate(s) if s else None for s in summaries], seeds)
+
+
 def test_forgetting_pools_seeds_item_by_item_not_their_bounds():
     # one seed forgets 20 points, the other 0 (same 40 items): averaging the seeds' interval bounds
     # (the old aggregation) gives an interval as narrow as one seed's; pooling must show the spread
     one, two = summary([1] * 8 + [0] * 32), summary([0] * 40)
-    pooled = retention.across_seeds([one, two], [1, 2])
+    pooled = pooled_over_seeds([one, two], [1, 2])
     averaged_bounds = [(one["forgetting_avg_ci95"][i] + two["forgetting_avg_ci95"][i]) / 2 for i in (0, 1)]
     assert pooled["mean"] == 10.0 and not pooled["approximate"] and pooled["seed_variance"]
     assert pooled["high"] - pooled["low"] > 1.5 * (averaged_bounds[1] - averaged_bounds[0])
     for s in (one, two):  # a record written before per-item differences were kept: still readable
         del s["sets"]["arc_challenge"]["item_diffs"]
-    old = retention.across_seeds([one, two], [1, 2])
+    old = pooled_over_seeds([one, two], [1, 2])
     assert old["approximate"] and old["low"] < 10.0 < old["high"]
-    assert retention.across_seeds([one, None], [1, 2]) is None
+    assert pooled_over_seeds([one, None], [1, 2]) is None
 
 
 def test_cross_entropy_forgetting_pools_documents_in_nats_not_points():
@@ -177,8 +184,8 @@ def test_cross_entropy_forgetting_pools_documents_in_nats_not_points():
         before = {"gsm8k_train_solutions": {"metric": "loss", "items": [1.0, 1.2, 0.8, 1.1]}}
         after = {"gsm8k_train_solutions": {"metric": "loss", "items": [x + rise for x in (1.0, 1.2, 0.8, 1.1)]}}
         return forgetting.summarise_loss(before, after)
-    pooled = retention.across_seeds([loss_summary(0.02), loss_summary(0.04)], [1, 2])
+    pooled = pooled_over_seeds([loss_summary(0.02), loss_summary(0.04)], [1, 2])
     assert pooled["unit"] == "nats" and pooled["mean"] == pytest.approx(0.03) and not pooled["approximate"]
     assert tables.fmt_forgetting(pooled).endswith("nats") and "+0.030" in tables.fmt_forgetting(pooled)
-    cloze = retention.across_seeds([summary([1] * 4 + [0] * 36)] * 2, [1, 2])
-    assert cloze["unit"] == "pts" and retention.across_seeds([loss_summary(0.02), summary([0] * 4)], [1, 2]) is None
+    cloze = pooled_over_seeds([summary([1] * 4 + [0] * 36)] * 2, [1, 2])
+    assert cloze["unit"] == "pts" and pooled_over_seeds([loss_summary(0.02), summary([0] * 4)], [1, 2]) is None

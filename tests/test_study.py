@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import data, heldout, runner, selection, study, tasks
+from harness import data, study, tasks
+from harness.pipeline import heldout, runner
+from harness.analysis import selection
 from harness.errors import ConfigError
-from harness.run_record import Record
+from harness.record.schema import Record
 
 SMALL = ["study.methods=[bitfit]", "study.lr_grid=[0.5,2.0]", "study.seeds=[1,2]", "study.extend_grid=false"]
 
@@ -74,7 +76,7 @@ def test_the_winner_is_rerun_with_every_seed_on_the_test_sets(tmp_path, work_dir
     val = chosen_entry["validation"]
     assert val["items"] == 16 and "label_tokens" in val and val["loss"] == min(
         g["validation_loss"] for g in chosen_entry["grid"])
-    assert val["loss_se"] > 0 and val["se_from"] in (  # the second until harness.runner records per-example losses
+    assert val["loss_se"] > 0 and val["se_from"] in (  # the second until harness.pipeline.runner records per-example losses
         "per-example validation losses", "approximate: training-step loss spread (no per-example validation losses)")
     assert chosen_entry["margin"] >= 0 and chosen_entry["margin_se"] > 0
     assert chosen_entry["within_noise"] is (chosen_entry["margin"] < 2 * chosen_entry["margin_se"])
@@ -221,7 +223,7 @@ def test_an_epoch_based_final_run_counts_its_optimizer_steps(tmp_path):
 def test_the_validation_loss_gives_its_per_example_losses_and_standard_error(tiny):
     import copy
 
-    from harness.train import tokenize_examples
+    from harness.pipeline.train import tokenize_examples
     model, tok = copy.deepcopy(tiny[0]), tiny[1]
     torch.manual_seed(0)  # the random model's outputs are near uniform: every example would lose the same
     torch.nn.init.normal_(model.get_output_embeddings().weight, std=1.0)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.sweep_progress import count_jobs
+from harness.ui.sweep_progress import count_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["model=tiny-random", "task=arithmetic", "train.max_steps=2", "train.batch_size=2",
@@ -98,8 +98,8 @@ def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path, work
 
 
 def test_gpu_request_follows_the_vram_estimate():
-    from harness.overrides import resolve_one
-    from harness.launcher import gpus_needed
+    from harness.config.overrides import resolve_one
+    from harness.pipeline.launcher import gpus_needed
     from omegaconf import OmegaConf
 
     def resolved(*overrides):

@@ -10,9 +10,10 @@ import time
 
 from omegaconf import OmegaConf
 
-from harness.run_record import Record
-from harness import runner, tracking
-from harness.tracking import resolve_mode
+from harness.record.schema import Record
+from harness.pipeline import runner
+from harness.record import tracking
+from harness.record.tracking import resolve_mode
 
 HF = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"  # the shape of a real token, not a real one
 

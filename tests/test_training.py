@@ -7,11 +7,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from harness import prompts
+from harness.pipeline import prompts
 from harness.config import TrainConfig
 from harness.errors import ConfigError
-from harness.train import IGNORE, Collator, capped_warmup, tokenize_examples, train
-from harness.checks import check_training
+from harness.pipeline.train import IGNORE, Collator, capped_warmup, tokenize_examples, train
+from harness.config.checks import check_training
 
 REC = {"instruction": "What is 2+3?", "input": "", "output": "2+3=5. The answer is 5.", "answer": "5"}
 FULL = OmegaConf.create({"name": "full"})  # the method section train() reads: its registry entry
@@ -134,14 +134,14 @@ def test_bf16_training_still_learns(tiny):
     """bf16 weights and autocast (the AMX lever on CPU): the loss on the training examples falls as
     it does in fp32, and every LoRA matrix moves."""
     from harness import methods
-    from harness.overrides import resolve_one
+    from harness.config.overrides import resolve_one
     _, tok = tiny
     recs = [dict(REC, output=f"{a}+{b}={a + b}. The answer is {a + b}.") for a, b in zip(range(8), range(3, 11))]
     examples = tokenize_examples(recs, tok, 256, True, "clean")
     drops = {}
     for dtype in (torch.float32, torch.bfloat16):
         cfg = resolve_one(["model=tiny-random", "method=lora", "method.peft.lora_dropout=0.0"])
-        from harness import models
+        from harness.pipeline import models
         model, _, _ = models.load(cfg.model, cfg.method, torch.device("cpu"), dtype, cfg.cache_dir)
         model = methods.apply(model, cfg.method, methods.MethodContext(tok, "", torch.device("cpu"))).model
         before = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -158,8 +158,8 @@ def test_bf16_training_still_learns(tiny):
 def test_weights_that_train_stay_fp32_under_bf16():
     """A bf16 weight cannot take an AdamW update of lr 2e-5 (below half its precision): full
     fine-tuning keeps fp32 master weights under bf16 autocast, frozen bases are stored in bf16."""
-    from harness import models
-    from harness.overrides import resolve_one
+    from harness.pipeline import models
+    from harness.config.overrides import resolve_one
     full = resolve_one(["model=tiny-random", "method=full", "train.precision=bf16"])
     lora = resolve_one(["model=tiny-random", "method=lora", "train.precision=bf16"])
     assert models.storage_dtype(full.method, torch.bfloat16) == torch.float32

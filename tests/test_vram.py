@@ -293,7 +293,7 @@ def _saved_bytes(model, batch: int, seq: int) -> tuple[int, int]:
     refs = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: refs.append(weakref.ref(t)) or t, lambda t: t):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            # as harness/train.py calls it: no KV cache in training
+            # as harness/pipeline/train.py calls it: no KV cache in training
             out = model(input_ids=ids, attention_mask=mask, labels=ids, use_cache=False)
     gc.collect()
     alive = {}

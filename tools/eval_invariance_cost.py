@@ -1,6 +1,6 @@
 """Does an item's score depend on its batch, and what does making it not cost? The same items of
 several test sets, scored pooled (one pass over every set), set by set, in reverse order and at
-batch size 1, on a real model at a given precision, two ways: harness.evaluate's per-item forwards
+batch size 1, on a real model at a given precision, two ways: harness.pipeline.evaluate's per-item forwards
 (the default: nothing else shares an item's forward) and length-sorted batches across items (the
 former default, `invariant=False`). Prints and writes, per scoring and way, how many items changed
 their answer or scores against the pooled pass, and the pooled pass's seconds.
@@ -19,7 +19,8 @@ import sys
 
 import torch
 
-from harness import evaluate, measure, models, tasks
+from harness import tasks
+from harness.pipeline import evaluate, measure, models
 from harness.config import compose
 
 SCORINGS = {"generate": ("gsm8k", "svamp", "boolq"), "label": ("boolq", "piqa", "winogrande"),

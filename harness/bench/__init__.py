@@ -2,10 +2,10 @@
 
 Training: for every method, transformers.Trainer as LLM-Adapters runs it (the reference), Trainer
 with every flag a careful user sets on this hardware, TRL's padding-free SFTTrainer and a naive
-hand-written loop, against the harness's engine (`harness.train.train`, Trainer configured by the
+hand-written loop, against the harness's engine (`harness.pipeline.train.train`, Trainer configured by the
 harness) with its levers, on the same examples, optimizer steps, batch and sequence length, each
 with a freshly built model. Evaluation: LLM-Adapters' evaluate.py (one prompt at a time, 4 beams)
-against `harness.evaluate` on the same questions, greedy with a KV cache, both as a run evaluates
+against `harness.pipeline.evaluate` on the same questions, greedy with a KV cache, both as a run evaluates
 (one item per forward: batch-invariant answers) and in length-sorted batches, and the
 harness's cloze scoring against lm-evaluation-harness's HFLM log-likelihoods on the same items and
 weights. Results: results/bench/<device>-<model>-<timestamp>.{json,md}.

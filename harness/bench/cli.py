@@ -1,7 +1,7 @@
 """python -m harness.bench [key=value ...] [--methods lora,full] [--steps N] [--eval-questions N]
 [--eval-set gsm8k] [--eval-max-new-tokens N] [--suite] [--out results/bench]
 
-key=value overrides are the main CLI's, checked the same way (harness.overrides): model=, train.batch_size=,
+key=value overrides are the main CLI's, checked the same way (harness.config.overrides): model=, train.batch_size=,
 train.micro_batch_size=, train.cutoff_len=, eval.batch_size=, device=, cache_dir= ... Everything is
 resolved and checked (methods, batch sizes, data, output directory) before any model is loaded;
 bad input prints "error: ..." and exits 2. A method that fails while running is recorded as a
@@ -20,10 +20,13 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from harness import console, data, env, evaluate, measure, methods, models, tasks
+from harness import data, methods, tasks
+from harness.ui import console
+from harness.record import env
+from harness.pipeline import evaluate, measure, models
 from harness.bench import evaluation, report, training
 from harness.errors import ConfigError, HarnessError
-from harness.overrides import resolve as resolve_runs
+from harness.config.overrides import resolve as resolve_runs
 
 
 def training_methods() -> list[str]:

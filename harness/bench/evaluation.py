@@ -5,7 +5,7 @@ mask, 4-beam search, max_new_tokens, return_dict_in_generate with output_scores,
 decoded and split at "### Response:". Their temperature/top_p/top_k are left out: without
 do_sample they change nothing, and transformers warns about them on every call.
 hf_batched: plain Hugging Face batched greedy generation in the questions' order. harness:
-`harness.evaluate.generate_answers` (length-sorted batches, left padding, KV cache, per-row stop at a
+`harness.pipeline.evaluate.generate_answers` (length-sorted batches, left padding, KV cache, per-row stop at a
 repeated response marker), and the same in bf16 (on CPUs with AMX / AVX512-BF16, and on GPUs).
 Both score with the harness's extraction, so an accuracy difference comes from decoding alone.
 Both decode the base model (method=none): the same weights for both sides, whatever was trained.
@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig
 
-from harness import evaluate, measure, prompts, tasks
+from harness import tasks
+from harness.pipeline import evaluate, measure, prompts
 from harness.bench import TARGET_SUITE_SECONDS
 
 REFERENCE_BEAMS = 4
@@ -137,7 +138,7 @@ def cloze_vs_lm_eval(model, tok, cfg, device: torch.device, per_set: int) -> dic
     the peer a user would reach for) on the same requests and weights: the first `per_set` items of
     each commonsense set, every option one (context, continuation) request. Both are given the same
     batch size; lm-eval sorts requests by length and caches shared contexts itself."""
-    from harness import cloze
+    from harness.pipeline import cloze
     requests, items = [], []
     for name in cloze.SETS:
         records, _ = tasks.load_test_set(tasks.all_test_sets()[name], cfg.cache_dir, cfg.eval.hellaswag)

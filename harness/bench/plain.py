@@ -14,8 +14,9 @@ from contextlib import nullcontext
 
 import torch
 
-from harness import measure, methods
-from harness.train import IGNORE, capped_warmup
+from harness import methods
+from harness.pipeline import measure
+from harness.pipeline.train import IGNORE, capped_warmup
 
 
 def pad_to_cutoff(example: dict, cutoff_len: int, pad_id: int) -> dict:

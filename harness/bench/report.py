@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from harness import atomic
+from harness.record import atomic
 from harness.bench import TARGET_MEMORY_RATIO, TARGET_SUITE_SECONDS, TARGET_TRAIN_SPEEDUP, TARGET_TUNED_SPEEDUP
 
 

@@ -25,7 +25,7 @@ import tempfile
 import torch
 from datasets import Dataset
 
-from harness import measure
+from harness.pipeline import measure
 
 
 class StepClock:
@@ -69,7 +69,7 @@ def _dataset(examples: list[dict], completion_mask: bool = False) -> Dataset:
 
 
 def _arguments(cls, cfg, steps: int, warmup: int, device: torch.device, tuned: bool, out: str, **extra):
-    from harness.models import fast_bf16
+    from harness.pipeline.models import fast_bf16
     t = cfg.train
     gpu = device.type == "cuda"
     return cls(output_dir=out, per_device_train_batch_size=t.micro_batch_size,

@@ -24,11 +24,12 @@ import torch
 from omegaconf import OmegaConf
 from transformers import set_seed
 
-from harness import measure, methods, models
+from harness import methods
+from harness.pipeline import measure, models
 from harness.bench import TARGET_MEMORY_RATIO, TARGET_TRAIN_SPEEDUP, TARGET_TUNED_SPEEDUP  # noqa: F401 (cli reads them here)
 from harness.bench.plain import train_plain
 from harness.bench.trainers import trainer_loop, trl_loop
-from harness.train import capped_warmup, tokenize_examples, train
+from harness.pipeline.train import capped_warmup, tokenize_examples, train
 
 OBJECTIVE_RTOL = 0.03  # mean loss over the steps: same examples, different step composition and rounding
 LEVERS = ("packing", "bf16", "fused_optimizer", "compile")
@@ -52,7 +53,7 @@ def applies(lever: str, cfg, device: torch.device) -> str | None:
 
 
 def build(cfg, device: torch.device, dtype: torch.dtype, steps: int = 0):
-    """(model with the method applied, tokenizer, load info), seeded as harness.runner does; `steps`
+    """(model with the method applied, tokenizer, load info), seeded as harness.pipeline.runner does; `steps`
     is the run's length for methods that schedule on it (AdaLoRA's rank budget)."""
     set_seed(cfg.seed)
     model, tok, info = models.load(cfg.model, cfg.method, device, dtype, cfg.cache_dir)

@@ -17,7 +17,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from harness.errors import DataError
-from harness.atomic import write_bytes as atomic_write_bytes
+from harness.record.atomic import write_bytes as atomic_write_bytes
 
 DATA_DIR = Path(__file__).resolve().parent
 FIELDS = ("instruction", "input", "output", "answer")

@@ -9,7 +9,7 @@
   the free-form method.optimizer section (loraplus_lr_ratio, ...).
 - AdaLoRA (peft AdaLoraConfig): the rank-budget schedule needs the run's length (total_step, from
   MethodContext.total_steps) and model.base_model.update_and_allocate(step) after every optimizer
-  step, before the gradients are cleared (the registry's after_step hook, harness.train).
+  step, before the gradients are cleared (the registry's after_step hook, harness.pipeline.train).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _build_converting(model, cfg, ctx) -> Prepared:
 
 
 # OLoRA dequantises a 4/8-bit weight, decomposes it and requantises the residual (peft olora_init);
-# peft's PiSSA decomposes float weights only, so harness.checks refuses a quantised base for it.
+# peft's PiSSA decomposes float weights only, so harness.config.checks refuses a quantised base for it.
 for _name in ("pissa", "olora"):
     peft_method(_name, "LoraConfig", "lora", build=_build_converting,
                 quantization="optional" if _name == "olora" else "none",

@@ -10,7 +10,7 @@ from harness.methods import Method, Prepared, peft_arguments, register
 
 
 def peft_config(class_name: str, cfg, ctx=None, **fixed):
-    """peft's config object for this method config (unknown keys are refused by harness.checks
+    """peft's config object for this method config (unknown keys are refused by harness.config.checks
     first); `fixed` are values the harness decides (AdaLoRA's total_step), which win over the YAML's."""
     import peft
 
@@ -76,7 +76,7 @@ peft_method("rslora", "LoraConfig", "lora", quantization="optional", **LORA)
 QUANTIZABLE = dict(quantization="optional", sections=("quantization",))
 
 # Low-rank relatives with their own peft tuners. peft's LoHa/LoKr layers compute their update from
-# the base weight's shape, which a packed 4-bit weight does not have: harness.checks refuses a
+# the base weight's shape, which a packed 4-bit weight does not have: harness.config.checks refuses a
 # quantised base for them.
 peft_method("loha", "LoHaConfig", "lora")
 peft_method("lokr", "LoKrConfig", "lora")

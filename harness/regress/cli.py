@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness import atomic, env
+from harness.record import atomic, env
 from harness.regress.compare import compare, markdown, verdict
 from harness.regress.sources import (BASELINES, BadInput, baseline_overrides, load_side,
                                      publish_wandb, run_sweep, save_baseline)

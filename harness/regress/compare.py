@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import norm
 
-from harness import stats
+from harness.analysis import stats
 from harness.report.aggregate import KEY, by_group, family_of
 from harness.report.significance import item_outcomes
 
@@ -71,7 +71,7 @@ def _set_order(task: str, sets) -> list[str]:
 
 def predictions_dir(row: dict) -> Path | None:
     """Where a record's per-item predictions are: <results>/predictions beside <results>/runs (as
-    harness.runner writes them and baselines keep them)."""
+    harness.pipeline.runner writes them and baselines keep them)."""
     return Path(row["path"]).parent.parent / "predictions" if row.get("path") else None
 
 

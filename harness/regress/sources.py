@@ -12,7 +12,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import atomic, env
+from harness.record import atomic, env
 from harness.record import Record, load_records, runs_dir
 from harness.report.aggregate import flatten, flatten_all
 
@@ -104,7 +104,7 @@ def _unwrap(cfg):
 
 
 def record_from_wandb(name: str, config: dict, summary: dict) -> Record:
-    """A record from one W&B run's config and the summary harness.tracking.summary_of
+    """A record from one W&B run's config and the summary harness.record.tracking.summary_of
     wrote (eval/<set>/accuracy|n, train/losses, throughput/..., memory/..., meta/...)."""
     cfg = _unwrap(dict(config or {}))
     summary = dict(summary or {})
@@ -157,7 +157,7 @@ def rows_from_wandb(spec: str) -> list[dict]:
 def publish_wandb(spec: str, baseline: Path) -> list[str]:
     """Log every record of a baseline as one W&B run of group <group> (online with a key, else
     offline: `wandb sync` later); returns the local run directories."""
-    from harness.tracking import resolve_mode, summary_of
+    from harness.record.tracking import resolve_mode, summary_of
     entity, project, group = _wandb_spec(spec)
     directory = runs_dir(baseline)
     if directory is None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness import methods, stats
+from harness import methods
+from harness.analysis import stats
 from harness.report.aggregate import averaged_family, metric_of, not_averaged
 from harness.report.load import short_source
 from harness.report.notes import NO_SEED_VARIANCE, accuracy_notes

@@ -9,8 +9,8 @@ pandas groupby (`by_group`, which the regression gate uses too).
 
 What a set's score and an average mean depends on the scoring, decided here once: generated and
 label-scored answers are scored by accuracy; cloze-scored sets by their standard lm-eval metric
-(harness.cloze.standard_metric: acc_norm where lm-eval reports it), and a cloze average leaves out
-the sets whose prompt lost what lm-eval's uses (harness.cloze.NOT_AVERAGED: BoolQ), which are
+(harness.pipeline.cloze.standard_metric: acc_norm where lm-eval reports it), and a cloze average leaves out
+the sets whose prompt lost what lm-eval's uses (harness.pipeline.cloze.NOT_AVERAGED: BoolQ), which are
 still shown.
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import cloze, tasks
+from harness import tasks
+from harness.pipeline import cloze
 from harness.config import NON_SEMANTIC_KEYS
 from harness.record import Corrupt, Stored
 from harness.report import retention
@@ -74,7 +75,7 @@ def _mean(values: list[float]) -> float | None:
 
 
 def memory_gib(phase) -> tuple[float | None, str | None]:
-    """Peak memory of one phase (harness.run_record.PhaseMemory) and what it measures: CUDA peak
+    """Peak memory of one phase (harness.record.schema.PhaseMemory) and what it measures: CUDA peak
     allocated, else CPU peak RSS."""
     if phase.peak_allocated_gib is not None:
         return float(phase.peak_allocated_gib), "CUDA peak allocated"
@@ -95,7 +96,7 @@ def device_identity(meta) -> str | None:
 
 
 def flatten(rec, path: Path | None = None, evaluation: dict | None = None, eval_info=None) -> dict:
-    """One record (harness.run_record.Record) as a flat row with what tables, plots and the
+    """One record (harness.record.schema.Record) as a flat row with what tables, plots and the
     regression gate read; `evaluation`/`eval_info`: another scoring of it (eval.also) instead of
     its primary one."""
     info = rec.run_info

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.record import Stored, load_records, runs_dir
-from harness import selection
+from harness.analysis import selection
 from harness.report import accuracy, aggregate, plots, render, significance, tables, tuning
 from harness.report.load import load_published
 

@@ -53,7 +53,7 @@ def uncertainty_notes(ours: list[dict]) -> list[str]:
     if not any(g.get("set_ci") for g in ours):
         return (["Runs that differ only by seed: mean ± sample standard deviation over n seeds."]
                 if any(g["n"] > 1 for g in ours) else [])
-    notes = ["Uncertainty (harness.stats.bootstrap): 95% intervals from a two-level bootstrap that resamples the "
+    notes = ["Uncertainty (harness.analysis.stats.bootstrap): 95% intervals from a two-level bootstrap that resamples the "
              "seeds and the items (within each set), so both the spread between training seeds and the sampling "
              "of test items enter. A cell is the set's mean over seeds [its 95% interval]; for a set where every "
              "item scored the same on every seed (0 of 40, say) the interval is Wilson's score interval, since the "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.atomic import write_bytes as atomic_write_bytes, write_text as atomic_write_text
+from harness.record.atomic import write_bytes as atomic_write_bytes, write_text as atomic_write_text
 from harness.report.tables import Table
 
 REPORT_START = "<!-- report:start -->"

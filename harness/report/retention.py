@@ -1,8 +1,8 @@
 """Forgetting over a group's seeds (pure: records' `forgetting` summaries in, one interval out).
 
-A record's forgetting summary (harness.forgetting.summarise) keeps, per retention set, the per-item
+A record's forgetting summary (harness.pipeline.forgetting.summarise) keeps, per retention set, the per-item
 paired differences before - after. Over seeds they go through the report's one resampling scheme,
-harness.stats.bootstrap: a seeds x items array per set, seeds and items resampled, the average
+harness.analysis.stats.bootstrap: a seeds x items array per set, seeds and items resampled, the average
 over the sets as the statistic.
 
 Records written before the per-item differences were kept hold only each seed's mean and interval.
@@ -17,12 +17,12 @@ import math
 
 import numpy as np
 
-from harness import stats
+from harness.analysis import stats
 
 
 def unit(summary) -> str:
     """'pts' for accuracy sets (before - after, in points), 'nats' for cross-entropy sets (after -
-    before, nats per token; harness.forgetting.summarise_loss). Positive is forgotten in both."""
+    before, nats per token; harness.pipeline.forgetting.summarise_loss). Positive is forgotten in both."""
     return "nats" if summary.measure == "loss" else "pts"
 
 

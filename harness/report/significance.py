@@ -1,6 +1,6 @@
 """Intervals, tests and power for the report, from the per-item scores in the predictions files.
 
-Everything goes through one resampling scheme, harness.stats.bootstrap (seeds and items both
+Everything goes through one resampling scheme, harness.analysis.stats.bootstrap (seeds and items both
 resampled, paired on items and, where the runs share seed values, on seeds; see its docstring):
 - every set's cell: the mean over seeds with its 95% interval (`set_ci`; Wilson's score interval
   when every item scored the same on every seed, where the bootstrap has nothing to resample);
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import stats
+from harness.analysis import stats
 from harness.report.aggregate import averaged_family, family_of, metric_of
 
 ALPHA = 0.05
@@ -31,7 +31,7 @@ OUTCOME = {"acc": "correct", "acc_norm": "correct_norm"}
 
 
 def prediction_file(predictions_dir: Path, run_id: str, scoring: str, primary: str, name: str) -> Path:
-    """The file harness.runner wrote: <run>/<set>.jsonl for the run's eval.scoring, <run>/<scoring>/<set>.jsonl
+    """The file harness.pipeline.runner wrote: <run>/<set>.jsonl for the run's eval.scoring, <run>/<scoring>/<set>.jsonl
     for a scoring of eval.also."""
     sub = "" if scoring == primary else f"{scoring}/"
     return predictions_dir / run_id / f"{sub}{name}.jsonl"

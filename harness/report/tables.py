@@ -151,7 +151,7 @@ def efficiency_table(groups: list[dict]) -> Table:
     notes = ["Peak memory per phase: 'CUDA peak allocated' (torch.cuda.max_memory_allocated) on GPUs, "
              "'CPU peak RSS' (VmHWM) on CPU; the two are not comparable. The base model (method none) "
              "does not train: no train memory or throughput.",
-             "Forgetting, measured out of the run's domain (harness.forgetting): for arithmetic runs, points lost "
+             "Forgetting, measured out of the run's domain (harness.pipeline.forgetting): for arithmetic runs, points lost "
              "(before - after fine-tuning) on cloze-scored HellaSwag, ARC-Challenge and WinoGrande at their standard "
              "lm-eval metrics; for commonsense runs, 'nats': the rise in cross-entropy (after - before, nats per "
              "token) of held-out GSM8K reference solutions. Positive is forgotten in both. Averaged over the sets; "

@@ -1,5 +1,5 @@
 """A study's learning-rate grid as a table: every rate tried per (model, method, task), its final
-validation loss and accuracy, and the rate harness.selection picks (the one the final runs trained
+validation loss and accuracy, and the rate harness.analysis.selection picks (the one the final runs trained
 with). Tuning records read no test set, so they are kept out of the accuracy and cost tables."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pandas as pd
 
-from harness import selection
+from harness.analysis import selection
 from harness.report.tables import MISSING, Table
 
 

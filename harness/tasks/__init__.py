@@ -1,7 +1,7 @@
 """Task families: declared test sets, training sets and scoring; the evaluator is generic.
 
 A family module (arithmetic.py, commonsense.py) declares a FAMILY; adding a family is one module
-plus one YAML in conf/task/. Scoring rules live in harness.extract.
+plus one YAML in conf/task/. Scoring rules live in harness.pipeline.extract.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from harness import data
 from harness.errors import ConfigError, DataError
-from harness.extract import (answer_options, extract_label, extract_letter, extract_number,
+from harness.pipeline.extract import (answer_options, extract_label, extract_letter, extract_number,
                              number_correct)
 from harness.registry import import_package_modules
 
@@ -37,14 +37,14 @@ class TrainSet:
     note: str = ""
     local: str | None = None  # a user's own file in the LLM-Adapters format
     # test sets (of any family) whose own training split is part of this training data: never a
-    # retention set of a run trained on it (harness.checks.check_retention_suite)
+    # retention set of a run trained on it (harness.config.checks.check_retention_suite)
     train_splits: tuple = ()
 
 
 @dataclass(frozen=True)
 class HeldOutText:
     """Documents of a family's domain that no test set holds, scored by cross-entropy as another
-    family's out-of-domain retention measure (harness.forgetting): each a prompt and the reference
+    family's out-of-domain retention measure (harness.pipeline.forgetting): each a prompt and the reference
     continuation whose per-token loss is measured before and after fine-tuning."""
     name: str
     display: str
@@ -148,7 +148,7 @@ def home_family(name: str) -> TaskFamily:
 # ---- scoring ---------------------------------------------------------------------------------
 
 # The one answer scorer: the test sets (by their kind) and the validation split (by its answer's
-# kind, harness.heldout) both extract and compare through these two functions.
+# kind, harness.pipeline.heldout) both extract and compare through these two functions.
 
 def extract_as(kind: str, response: str, labels=()):
     """The prediction extracted from a response as LLM-Adapters extracts answers of this kind

@@ -101,10 +101,10 @@ def resolve_config_file(config_file: str) -> Path:
 
 
 def tiny_random_config(tiny: dict):
-    """The same LlamaConfig harness.models builds for source=tiny_random (byte vocabulary)."""
+    """The same LlamaConfig harness.pipeline.models builds for source=tiny_random (byte vocabulary)."""
     from transformers import LlamaConfig
 
-    from harness.models import TINY_SPECIALS
+    from harness.pipeline.models import TINY_SPECIALS
     return LlamaConfig(vocab_size=256 + len(TINY_SPECIALS), tie_word_embeddings=False, **dict(tiny))
 
 

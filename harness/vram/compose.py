@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from harness.overrides import resolve_one
+from harness.config.overrides import resolve_one
 
 
 def compose_run_config(overrides: list[str]) -> dict:

@@ -1,6 +1,6 @@
 """What a resolved run config means for memory: the training setup and the dtypes tensors end up in.
 
-The dtype rules follow what this harness does (harness/models.py, harness/methods, harness/train.py):
+The dtype rules follow what this harness does (harness/pipeline/models.py, harness/methods, harness/pipeline/train.py):
 - CUDA, precision auto/bf16: weights loaded in bf16, forward under bf16 autocast;
 - CPU (or precision fp32): everything fp32, no autocast;
 - peft keeps LoRA/DoRA/prompt weights fp32 (autocast_adapter_dtype); bottleneck adapters are
@@ -135,7 +135,7 @@ class Dtypes:
 def dtypes(s: Setup) -> Dtypes:
     if not s.autocast:  # fp32 throughout
         return Dtypes(4, 4, 4, 4, 4, C.DROPOUT_MASK_BYTES_CUDA if s.device == "cuda" else 4, 4)
-    if s.kind == "full":  # fp32 master weights (harness.models.storage_dtype), bf16 activations
+    if s.kind == "full":  # fp32 master weights (harness.pipeline.models.storage_dtype), bf16 activations
         return Dtypes(base_weight=4, residual=2, proj_out=2, attn=2, lora_in=2,
                       dropout_mask=C.DROPOUT_MASK_BYTES_CUDA, logits=2)
     if s.quant_bits and s.trains:  # k-bit preparation: non-quantised parameters in fp32
@@ -157,7 +157,7 @@ def _fused_loss(setting: str, device: str) -> str:
 
 
 def setup_from_config(cfg: dict, optim: str = "adamw") -> Setup:
-    """Read the parts of a resolved run config (as checked by harness.checks, or a record's
+    """Read the parts of a resolved run config (as checked by harness.config.checks, or a record's
     run_info.config) that change memory."""
     try:
         method, train = cfg["method"], cfg.get("train") or {}

@@ -124,7 +124,7 @@ def autocast_copy_bytes(ts: list[Trainable], s: Setup, shape: ModelShape | None 
     """Under autocast every fp32 weight that requires grad and enters a matmul gets a cached bf16
     copy that lives until backward (LoRA A/B, adapters; not DoRA magnitudes or the
     soft prompt, which enter elementwise ops / a concatenation). Full fine-tuning keeps fp32 master
-    weights (harness.models.storage_dtype): every Linear weight, the output head included, gets one."""
+    weights (harness.pipeline.models.storage_dtype): every Linear weight, the output head included, gets one."""
     if not s.autocast:
         return 0.0
     if s.kind == "full" and shape is not None:

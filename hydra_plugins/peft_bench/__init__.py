@@ -3,8 +3,8 @@
 `hydra/launcher=submitit_slurm` (or `submitit_local`) picks conf/hydra/launcher/*.yaml, which
 point here (Hydra instantiates launchers only from the hydra_plugins namespace). Before submitting,
 every run of the sweep is estimated with harness.vram; runs are grouped by the number of GPUs
-they need (harness.launcher.gpus_needed) and each group is submitted as a job array with that many
-GPUs and one task per GPU. A job with several tasks runs data-parallel, see harness.distributed.
+they need (harness.pipeline.launcher.gpus_needed) and each group is submitted as a job array with that many
+GPUs and one task per GPU. A job with several tasks runs data-parallel, see harness.pipeline.distributed.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Sequence
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 from omegaconf import OmegaConf
 
-from harness.launcher import MAX_GPUS_PER_NODE, gpus_needed
+from harness.pipeline.launcher import MAX_GPUS_PER_NODE, gpus_needed
 
 
 class _VramSized:

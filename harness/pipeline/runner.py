@@ -1,4 +1,4 @@
-"""One run, top to bottom: checked config -> data -> the recipe's steps (harness.recipe: model ->
+"""One run, top to bottom: checked config -> data -> the recipe's steps (harness.pipeline.recipe: model ->
 method -> train -> evaluate -> retention) -> record.
 
 Bad input raises a HarnessError before anything is written. Once work starts, the outcome is
@@ -17,11 +17,14 @@ from typing import NamedTuple
 import torch
 from omegaconf import OmegaConf
 
-from harness import atomic, checks, data, env, heldout, measure, methods, models, record, secrets, tasks, tracking
-from harness.distributed import Dist, setup as dist_setup
+from harness import data, methods, record, tasks
+from harness.record import atomic, env, tracking
+from harness.config import checks, secrets
+from harness.pipeline import heldout, measure, models
+from harness.pipeline.distributed import Dist, setup as dist_setup
 from harness.errors import ConfigError, Diverged, HarnessError
-from harness.recipe import Recipe
-from harness.train_state import Checkpoints
+from harness.pipeline.recipe import Recipe
+from harness.pipeline.train_state import Checkpoints
 
 log = logging.getLogger("harness")
 
@@ -30,7 +33,7 @@ class Plan:
     """Everything resolved and validated before any model is loaded."""
 
     def __init__(self, cfg):
-        # `cfg` passed the front door (harness.overrides.resolve: every entry point composes and checks
+        # `cfg` passed the front door (harness.config.overrides.resolve: every entry point composes and checks
         # its runs there, all of them before the first starts); what needs the launched processes,
         # the data or the loaded model is checked once each is known (run_or_reuse, load_data, Recipe)
         self.cfg = cfg
@@ -53,7 +56,7 @@ class Plan:
 class Loaded(NamedTuple):
     tests: dict  # name -> (TestSet, records, provenance); empty with eval.enabled=false
     train: list[dict]
-    validation: list[dict]  # held out of the training set (harness.heldout)
+    validation: list[dict]  # held out of the training set (harness.pipeline.heldout)
     provenance: list[dict]
     validation_info: dict
 
@@ -258,7 +261,7 @@ def run_loaded(plan: Plan, loaded: Loaded, dist: Dist, device: torch.device) -> 
 
 
 def finish(plan: Plan, dist: Dist, fields: dict) -> record.Record:
-    """The record typed (harness.run_record: a field of the wrong type fails here, not in a reader)
+    """The record typed (harness.record.schema: a field of the wrong type fails here, not in a reader)
     and written, atomically, by rank 0."""
     rec = record.Record.parse(fields)
     if dist.main:

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from harness import cloze, measure, prompts, tasks
+from harness import tasks
+from harness.pipeline import cloze, measure, prompts
 
 ANSWER_PREFIX = "the correct answer is "  # the LLM-Adapters commonsense training output
 
@@ -285,7 +286,7 @@ def _label_rows(model, tok, owners, texts, c) -> tuple[list[dict], int]:
 
 
 def _cloze_rows(model, tok, owners, texts, c) -> tuple[list[dict], int]:
-    """Each option's text as the continuation of the set's standard zero-shot prompt (harness.cloze)."""
+    """Each option's text as the continuation of the set's standard zero-shot prompt (harness.pipeline.cloze)."""
     items = [cloze.item(ts.name, r) for ts, r in owners]
     pairs = [(ctx, cont) for it in items for ctx, cont in zip(it.contexts, it.continuations)]
     with tqdm(total=len(pairs), desc="eval (cloze)", unit="option", disable=None, leave=False) as bar:

@@ -188,7 +188,7 @@ class TrainConfig:
     # padding-free: each micro-batch's examples in one row (transformers' DataCollatorWithFlattening),
     # attention kept within each example; same objective
     packing: bool = False
-    # validation: a fixed held-out slice of the training set (harness.heldout), never test data
+    # validation: a fixed held-out slice of the training set (harness.pipeline.heldout), never test data
     val_size: int = 0  # records held out of training (0: none)
     eval_every: int = 0  # > 0: validation loss every N optimizer steps (and always at the end)
     val_accuracy_items: int = 0  # validation accuracy at the end, on the first N held-out records
@@ -216,7 +216,7 @@ class EvalConfig:
     # alike; auto: the run's compute precision (train.precision as resolved: bf16 on CUDA, fp32 on CPU)
     precision: Precision = Precision.auto
     # true: every item in forwards of its own (a prompt alone; a multiple-choice item's options
-    # together), so its score does not depend on what else is evaluated (harness.evaluate); false:
+    # together), so its score does not depend on what else is evaluated (harness.pipeline.evaluate); false:
     # length-sorted batches of eval.batch_size across items, faster generation (docs/tasks-and-scoring.md)
     # but in bf16 an item's score can change with its batch. The retention suite is always per item.
     batch_invariant: bool = True
@@ -252,7 +252,7 @@ class ResumeConfig:
 
 @dataclass
 class ClusterConfig:
-    gpu_memory_gib: float = 80.0  # one GPU of the cluster: sizes SLURM GPU requests (harness.launcher)
+    gpu_memory_gib: float = 80.0  # one GPU of the cluster: sizes SLURM GPU requests (harness.pipeline.launcher)
 
 
 @dataclass
@@ -272,7 +272,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     save: bool = True  # save adapter / model weights per run
     force: bool = False  # rerun even if a complete record exists (resume.restart: discard a snapshot; vram_check: a predicted OOM)
-    reuse: Reuse = Reuse.same_code  # which complete records count as done (harness.env.code_identity)
+    reuse: Reuse = Reuse.same_code  # which complete records count as done (harness.record.env.code_identity)
     vram_check: bool = True  # ask the VRAM estimator before running on a GPU; false runs a predicted OOM anyway
     verbose: bool = False  # INFO logs and library progress bars on the console too (the run's log has them always)
     sweep: Any = None  # a sweep preset (conf/sweep) only sets hydra.sweeper.params
@@ -332,4 +332,4 @@ def register_configs() -> None:
     cs.store(group="schema", name="task", node=TaskConfig)
 
 
-CONF_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = __import__("pathlib").Path(__file__).resolve().parents[2] / "conf"

@@ -2,7 +2,7 @@
 
     describe_data -> load_model -> score_base -> apply_method -> train -> evaluate -> score_retention
 
-Each step reads the plan (harness.runner.Plan: the checked config, the data already read) and fills
+Each step reads the plan (harness.pipeline.runner.Plan: the checked config, the data already read) and fills
 its part of the record's measured fields; `Laps` times each phase, so a phase's seconds are those
 of its step. With several processes every rank runs the steps; rank 0 alone scores and writes.
 """
@@ -12,12 +12,14 @@ import logging
 
 from transformers import set_seed
 
-from harness import atomic, env, evaluate, forgetting, heldout, measure, methods, models
-from harness.distributed import Dist
-from harness.measure import Laps
-from harness.train import tokenize_examples, total_steps, train
-from harness.train_state import Checkpoints
-from harness.checks import check_against_model
+from harness import methods
+from harness.record import atomic, env
+from harness.pipeline import evaluate, forgetting, heldout, measure, models
+from harness.pipeline.distributed import Dist
+from harness.pipeline.measure import Laps
+from harness.pipeline.train import tokenize_examples, total_steps, train
+from harness.pipeline.train_state import Checkpoints
+from harness.config.checks import check_against_model
 
 log = logging.getLogger("harness")
 

@@ -23,7 +23,7 @@ def is_tuning(record) -> bool:
 
 
 def grid_point(record) -> dict:
-    """What the choice needs from one tuning run (a harness.run_record.Record), with the validation
+    """What the choice needs from one tuning run (a harness.record.schema.Record), with the validation
     set's size and the standard error of its loss (None when the record cannot tell)."""
     info = record.train_info
     losses = info.validation_loss if info else []

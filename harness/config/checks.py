@@ -1,8 +1,8 @@
 """Every check a composed run config must pass, in one place, before anything is loaded or written.
 
 `check(cfg)` is called by every entry point (python -m harness for each run of a sweep,
-harness.bench, harness.vram) through harness.overrides. Closed choices (scoring, precision, model
-source, ...) are enums in harness/config.py, so OmegaConf has refused bad ones already; what is
+harness.bench, harness.vram) through harness.config.overrides. Closed choices (scoring, precision, model
+source, ...) are enums in harness/config/__init__.py, so OmegaConf has refused bad ones already; what is
 left here are ranges, cross-key consistency, and what the chosen method, task and model accept.
 Each failure is one ConfigError whose message names the key and the fix.
 """
@@ -15,9 +15,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from harness import cloze, data, methods, models, tasks
+from harness import data, methods, tasks
+from harness.pipeline import cloze, models
 from harness.errors import ConfigError
-from harness.suggest import did_you_mean
+from harness.config.suggest import did_you_mean
 
 
 def _at_least(cfg, key: str, minimum, why: str = "") -> None:
@@ -149,7 +150,7 @@ def type_name(hint) -> str:
 def check_peft_keys(m, spec: methods.Method) -> None:
     """method.peft must hold keyword arguments of the method's peft config class. A key another
     method's class takes (lora_dropout in a sweep over lora and prompt_tuning) is not a typo: this run
-    ignores it, and harness.overrides refuses it when no run of the invocation reads it."""
+    ignores it, and harness.config.overrides refuses it when no run of the invocation reads it."""
     import peft
     cls = getattr(peft, spec.peft_config)
     valid = methods.peft_arguments(spec.peft_config)

@@ -3,7 +3,7 @@ hardware the way a careful user would configure it, and measured through callbac
 
 What the harness adds is configuration, chosen here once per run and recorded (`Levers`):
 - precision: bf16 autocast (Trainer's `bf16=True`) with fp32 weights that train and, for methods
-  with a frozen base, the base stored in bf16 (harness.models); fp32 where bf16 is not fast;
+  with a frozen base, the base stored in bf16 (harness.pipeline.models); fp32 where bf16 is not fast;
 - length grouping (`train_sampling_strategy="group_by_length"`): steps of examples of similar
   length, less padding; or padding-free batches (`DataCollatorWithFlattening`): each micro-batch
   one packed row whose position ids restart per example, from which transformers builds a
@@ -36,13 +36,14 @@ from datasets import Dataset
 from transformers import (DataCollatorForSeq2Seq, DataCollatorWithFlattening, PrinterCallback, Trainer,
                           TrainerCallback, TrainingArguments)
 
-from harness import measure, methods, prompts
-from harness.distributed import Dist, merge_memory
+from harness import methods
+from harness.pipeline import measure, prompts
+from harness.pipeline.distributed import Dist, merge_memory
 from harness.errors import ConfigError
-from harness.train_measure import StepMeter
-from harness.train_state import Checkpoints, fingerprint
+from harness.pipeline.train_measure import StepMeter
+from harness.pipeline.train_state import Checkpoints, fingerprint
 
-log = logging.getLogger("harness.train")
+log = logging.getLogger("harness.pipeline.train")
 IGNORE = -100
 
 
@@ -73,7 +74,7 @@ def capped_warmup(total_steps: int, warmup_steps: int) -> int:
 
 
 def accumulation_steps(tcfg, world: int = 1) -> int:
-    """Micro-batches per optimizer step and process (harness.checks.check_processes made sure they
+    """Micro-batches per optimizer step and process (harness.config.checks.check_processes made sure they
     divide evenly before the run started)."""
     return tcfg.batch_size // tcfg.micro_batch_size // world
 

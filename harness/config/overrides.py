@@ -3,10 +3,10 @@
 Every entry point (python -m harness and its sweeps, harness.bench, harness.vram, the tests)
 turns its key=value overrides into run configs here, and every run of the invocation must pass:
 1. names: group choices (model / method / task / sweep) exist and keys exist in the typed schema
-   (harness/config.py); a misspelling gets "did you mean" and the valid keys of its group; a
+   (harness/config/__init__.py); a misspelling gets "did you mean" and the valid keys of its group; a
    '+key' may only add keys to the free-form sections (method.peft, model.tiny);
 2. composition by Hydra: types (OmegaConf refuses 'abc' for an int, 'foo' for an enum);
-3. harness.checks.check: ranges and consistency;
+3. harness.config.checks.check: ranges and consistency;
 4. applicability: a key the chosen model or method would ignore is an error naming what reads it
    (in a sweep: a key no run of the sweep reads).
 Anything wrong is one ConfigError (the CLIs print it on one line and exit 2).
@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from harness.config import (CONF_DIR, FREE_FORM, GROUPS, MODEL_KEYS_BY_SOURCE, RunConfig, register_configs,
                             rewrite_model_argument)
 from harness.errors import ConfigError
-from harness.suggest import did_you_mean
+from harness.config.suggest import did_you_mean
 
 
 def group_choices(group: str) -> list[str]:
@@ -68,7 +68,7 @@ def key_kind(key: str) -> str:
         if part not in children:
             prefix = ".".join(parts[:i] + [""])
             raise ConfigError(f"unknown key '{key}'{did_you_mean(part, children, prefix)}; "
-                              f"the keys of {where}: {', '.join(sorted(children))} (harness/config.py)")
+                              f"the keys of {where}: {', '.join(sorted(children))} (harness/config/__init__.py)")
         node = children[part]
         if ".".join(parts[:i + 1]) in FREE_FORM:
             return "free" if i < len(parts) - 1 else "section"
@@ -224,12 +224,12 @@ def check_applicable(cfgs: list, overrides: list[str]) -> None:
 
 def resolve(overrides: list[str], multirun: bool = False, here: bool = True) -> tuple[list, list[str], bool]:
     """(the checked config of every run, the overrides to hand to Hydra, multirun?). `here=False`:
-    the runs are meant for another machine (see harness.checks.check)."""
+    the runs are meant for another machine (see harness.config.checks.check)."""
     known = set(group_choices("model"))
     checked = check_names(rewrite_model_argument(list(overrides), known))
     jobs, multirun = expand(checked, multirun)
     cfgs = [compose_raw(job) for job in jobs]
-    from harness import checks  # torch, datasets: after the checks that need neither (a typo fails fast)
+    from harness.config import checks  # torch, datasets: after the checks that need neither (a typo fails fast)
     for cfg in cfgs:
         checks.check(cfg, here)
     check_applicable(cfgs, checked)

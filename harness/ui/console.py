@@ -1,7 +1,7 @@
 """What the harness's commands show on the console. By default: warnings, errors and each tool's
 own lines (a sweep's or a study's line per run, a bench's table); library progress bars (weight
 loading, shard writing) stay off. Everything logged at INFO still reaches each run's log file
-(harness.runner.run_log), which is why the root logger stays at INFO. `verbose` brings it all back
+(harness.pipeline.runner.run_log), which is why the root logger stays at INFO. `verbose` brings it all back
 to the console: `python -m harness verbose=true`, `python -m harness.study -v`, `--verbose` elsewhere.
 """
 from __future__ import annotations

@@ -18,10 +18,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from harness import measure
+from harness.pipeline import measure
 from harness.errors import Diverged
 
-log = logging.getLogger("harness.train")
+log = logging.getLogger("harness.pipeline.train")
 
 
 class StepMeter(TrainerCallback):
@@ -110,5 +110,5 @@ class StepMeter(TrainerCallback):
         self._last = now
 
     def steps_so_far(self) -> dict:
-        """What a checkpoint keeps beside Trainer's state (harness.train_state)."""
+        """What a checkpoint keeps beside Trainer's state (harness.pipeline.train_state)."""
         return {"losses": self.losses, "samples": self.samples_before + self.dist.sum(self.totals["rows"])}

@@ -1,6 +1,6 @@
 """Weights & Biases tracking: offline unless the user has a key; wandb.enabled=false disables.
 
-Each run logs its resolved config (secrets redacted by harness.secrets), per-step
+Each run logs its resolved config (secrets redacted by harness.config.secrets), per-step
 loss/throughput/memory, final metrics and a predictions table, grouped by sweep and tagged with
 model/method/task/git sha. An unreachable W&B server never costs the run: after a bounded wait the
 run is tracked offline, with one warning saying how to sync it later.
@@ -14,9 +14,10 @@ import os
 import sys
 from urllib.parse import urlparse
 
-from harness import env, secrets
+from harness.record import env
+from harness.config import secrets
 
-log = logging.getLogger("harness.tracking")
+log = logging.getLogger("harness.record.tracking")
 # wandb's own default is 90 s: a sweep of many runs against a dead server would lose that much per
 # run. A reachable server answers in a few seconds. wandb 0.31 spends up to ~10 s more (two 5 s
 # account look-ups, not configurable) before this timeout starts, so a dead server costs ~25 s.
@@ -92,7 +93,7 @@ class WandbTracker:
 
 
 def summary_of(rec) -> dict:
-    """A record (harness.run_record.Record) as W&B summary keys; harness.regress reads a baseline
+    """A record (harness.record.schema.Record) as W&B summary keys; harness.regress reads a baseline
     back from exactly these."""
     flat = {"status": rec.status, "run_id": rec.run_id}
     for name, m in rec.eval.items():

@@ -165,7 +165,7 @@ def loglikelihoods(model, tok, pairs: list[tuple[str, str]], batch_size: int, de
     tokens go through the output head and log_softmax (in fp32). `groups`: how many consecutive
     pairs belong to each item (its options); given, each item's pairs are one batch of their own
     and `batch_size` is not used, so an item's log-likelihoods are the same bits whatever else is
-    scored, in bf16 too (harness.evaluate). Without: length-sorted batches of `batch_size` pairs
+    scored, in bf16 too (harness.pipeline.evaluate). Without: length-sorted batches of `batch_size` pairs
     across items, whose padded width and shape, and so in bf16 whose results, depend on the
     neighbours."""
     encoded = [encode_pair(tok, c, x) for c, x in pairs]

@@ -4,7 +4,7 @@ The suite depends on the run's task family (harness.tasks, `retention`; forgetti
 
 - arithmetic runs: as Biderman et al. (2024, "LoRA Learns Less and Forgets Less") measure it for
   models trained on code and math: zero-shot cloze accuracy on HellaSwag (acc_norm), ARC-Challenge
-  (acc_norm) and WinoGrande (acc), the lm-evaluation-harness way (harness.cloze). Forgetting per set
+  (acc_norm) and WinoGrande (acc), the lm-evaluation-harness way (harness.pipeline.cloze). Forgetting per set
   is the mean per-item paired difference before - after (points), with a 95% bootstrap interval
   over items; the average is over the sets. Label-word scoring is not used here: on a model not
   trained on the LLM-Adapters format it measures a preference among label tokens, and after
@@ -17,8 +17,8 @@ The suite depends on the run's task family (harness.tasks, `retention`; forgetti
   tokens (nats/token). Forgetting = after - before (positive: forgotten, the model predicts the
   reference solutions worse), per set the mean over documents with a 95% t interval over them.
 
-harness.checks refuses a suite set of the run's own family or in its training data. Every item
-is scored in forwards of its own at the evaluation precision (harness.evaluate), so an item's
+harness.config.checks refuses a suite set of the run's own family or in its training data. Every item
+is scored in forwards of its own at the evaluation precision (harness.pipeline.evaluate), so an item's
 "after" equals its score in the evaluation pass whenever both score it.
 
 The before-scores depend only on the base model (and its quantisation) and the precision, so they
@@ -30,10 +30,14 @@ import json
 import logging
 from pathlib import Path
 
-from harness import atomic, checks, cloze, evaluate, stats, tasks
-from harness.digest import json_digest
+from harness import tasks
+from harness.record import atomic
+from harness.config import checks
+from harness.pipeline import cloze, evaluate
+from harness.analysis import stats
+from harness.record.digest import json_digest
 
-log = logging.getLogger("harness.forgetting")
+log = logging.getLogger("harness.pipeline.forgetting")
 
 
 def metric(name: str) -> str:
@@ -52,7 +56,7 @@ def suite(fcfg, task: str | None = None) -> list:
 
 def text_losses(model, tok, text: tasks.HeldOutText, records: list[dict], device) -> list[dict]:
     """Per document: the mean cross-entropy (nats) of its continuation's tokens given its context,
-    and their number. Each document is one forward of its own (harness.cloze.loglikelihoods with one
+    and their number. Each document is one forward of its own (harness.pipeline.cloze.loglikelihoods with one
     pair per group), so its loss does not depend on the others."""
     pairs = [(text.context.format(**r), text.continuation.format(**r)) for r in records]
     lls = cloze.loglikelihoods(model, tok, pairs, 1, device, groups=[1] * len(pairs))
@@ -68,7 +72,7 @@ def score(model, tok, fcfg, style: str, device, cache_dir: str, task: str | None
     """Per set: cloze sets the metric, per-item correctness (0/1) and the accuracy in points; texts
     (`measure: loss`) per-document mean losses (nats/token, lower is better), their token counts and
     the mean loss. `task`: the run's family (its default suite); `precision`: the evaluation dtype
-    (harness.evaluate.evaluation_dtype; None: the model as it is)."""
+    (harness.pipeline.evaluate.evaluation_dtype; None: the model as it is)."""
     sets, texts = [], []
     for s in suite(fcfg, task):
         (texts if isinstance(s, tasks.HeldOutText) else sets).append((s, tasks.retention_records(s, fcfg.limit)))
@@ -119,7 +123,7 @@ def base_scores(model, tok, fcfg, style, device, cache_dir, key: dict, task: str
 
 def summarise(before: dict, after: dict) -> dict:
     """Per set and on average: before, after, and the forgetting (before - after, points) with a
-    95% paired bootstrap interval over the items (harness.stats.bootstrap; one run is one seed).
+    95% paired bootstrap interval over the items (harness.analysis.stats.bootstrap; one run is one seed).
     Each set keeps its per-item paired differences (`item_diffs`, before - after: -1, 0 or 1), so
     the report can pool seeds item by item (harness.report.retention), not average their intervals.
     Cross-entropy sets (`measure: loss`, commonsense runs) are summarised apart: `summarise_loss`."""

@@ -17,8 +17,9 @@ import re
 
 import torch
 
-from harness import evaluate, prompts, tasks
-from harness.digest import json_digest
+from harness import tasks
+from harness.pipeline import evaluate, prompts
+from harness.record.digest import json_digest
 
 SPLIT_SEED = 0
 FORMAT = re.compile(r"Answer format:\s*([\w/ ]+?)\s*$")
@@ -40,12 +41,12 @@ def split(records: list[dict], size: int) -> tuple[list[dict], list[dict], dict]
 def loss(model, tok, examples: list[dict], batch_size: int, device: torch.device, dtype: torch.dtype,
          detail: dict | None = None) -> float:
     """Token-mean loss over `examples` (sum over every label token / their count). `detail`, a dict
-    when given, is refilled with what the loss's standard error needs (harness.selection): the
+    when given, is refilled with what the loss's standard error needs (harness.analysis.selection): the
     examples and label tokens counted, each example's own token-mean loss and label tokens, and the
-    standard error of the mean over examples (the record's validation_final, harness.runner)."""
+    standard error of the mean over examples (the record's validation_final, harness.pipeline.runner)."""
     was_training = model.training
     model.eval()
-    from harness.train import IGNORE, Collator
+    from harness.pipeline.train import IGNORE, Collator
     collate = Collator(tok, packing=False)
     total, items = 0.0, 0
     per_loss: list[float] = []
@@ -65,7 +66,7 @@ def loss(model, tok, examples: list[dict], batch_size: int, device: torch.device
     model.train(was_training)
     mean = round(total / max(1, items), 5)
     if detail is not None:
-        from harness import selection
+        from harness.analysis import selection
         detail.clear()
         detail.update({"items": len(examples), "label_tokens": items, "loss": mean})
         if len(per_loss) == len(examples):  # a model that returns no logits (a fused loss) gives none
@@ -94,7 +95,7 @@ def accuracy(model, tok, records: list[dict], style: str, device: torch.device, 
              max_new_tokens: int, precision: torch.dtype | None = None) -> dict:
     """Accuracy (%) on validation records, scored as the harness scores the test sets: each record
     in forwards of its own (its score does not depend on the others or the batch size) at the
-    evaluation precision (`precision`, harness.evaluate.evaluation_dtype; None: the model as it is)."""
+    evaluation precision (`precision`, harness.pipeline.evaluate.evaluation_dtype; None: the model as it is)."""
     labelled = [r for r in records if FORMAT.search(r["instruction"])]
     generated = [r for r in records if not FORMAT.search(r["instruction"])]
     was_training = model.training

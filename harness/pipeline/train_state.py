@@ -26,9 +26,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from harness import atomic
+from harness.record import atomic
 
-log = logging.getLogger("harness.train")
+log = logging.getLogger("harness.pipeline.train")
 STEPS, COMPLETE, FINGERPRINT = "harness_steps.json", "complete", "fingerprint.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -36,7 +36,7 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 def fingerprint(model, total_steps: int, examples: int, accumulation: int) -> dict:
     """What must match for a checkpoint to belong to this run (the directory is keyed by the run id
     already; this catches one written by other code or another number of processes)."""
-    from harness.env import code_identity
+    from harness.record.env import code_identity
     return {"total_steps": total_steps, "examples": examples, "accumulation": accumulation,
             "trainable": {n: list(p.shape) for n, p in model.named_parameters() if p.requires_grad},
             "code_id": code_identity()["code_id"]}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from harness.digest import json_digest
+from harness.record.digest import json_digest
 from harness.errors import ModelError
 
 TINY_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -210,7 +210,7 @@ def hub_reference(model_cfg) -> str:
 
 
 def quantization_config(method_cfg, dtype: torch.dtype):
-    """bitsandbytes settings for a 4/8-bit base (bits are checked by harness.checks)."""
+    """bitsandbytes settings for a 4/8-bit base (bits are checked by harness.config.checks)."""
     q = method_cfg.quantization
     if not q.bits:
         return None

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from harness import atomic
+from harness.record import atomic
 from harness.config import NON_SEMANTIC_KEYS
-from harness.digest import json_digest
+from harness.record.digest import json_digest
 from harness.errors import ConfigError
-from harness.run_record import SCHEMA_VERSION, STATUSES, TERMINAL, Record  # noqa: F401 (re-exported)
+from harness.record.schema import SCHEMA_VERSION, STATUSES, TERMINAL, Record  # noqa: F401 (re-exported)
 
 
 def semantic_config(cfg: dict) -> dict:

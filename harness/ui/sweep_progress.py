@@ -1,7 +1,7 @@
 """Sweep progress: a line per run and a summary at the end (a Hydra callback).
 
 Sweeps are plain Hydra multiruns over methods x models x tasks (presets in conf/sweep/). Each run
-is isolated by harness.runner (an exception or OOM becomes a record with that status) and
+is isolated by harness.pipeline.runner (an exception or OOM becomes a record with that status) and
 resumable (a run whose record is complete is skipped: same resolved config -> same run id).
 """
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from harness import record
-from harness.progress import RunProgress
+from harness.ui.progress import RunProgress
 
 
 def count_jobs(config) -> int | None:
-    """How many runs the sweep will launch (harness.overrides.runs_of: what Hydra's sweeper expands)."""
+    """How many runs the sweep will launch (harness.config.overrides.runs_of: what Hydra's sweeper expands)."""
     try:
-        from harness.overrides import parse, runs_of
+        from harness.config.overrides import parse, runs_of
         params = config.hydra.sweeper.get("params") or {}
         return len(runs_of(parse([f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task))))
     except Exception:  # progress display only: never fail a sweep over it

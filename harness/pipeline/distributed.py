@@ -60,7 +60,7 @@ _DIST: Dist | None = None
 
 
 def _from_slurm_tasks() -> bool:
-    """A submitit SLURM job with several tasks (harness.launcher asks for one per GPU): export the
+    """A submitit SLURM job with several tasks (harness.pipeline.launcher asks for one per GPU): export the
     torch.distributed variables accelerate reads."""
     if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or int(os.environ.get("SLURM_NTASKS", "1")) < 2:
         return False

@@ -7,7 +7,7 @@ Two independent signals, because either alone misses cases:
     under whatever key it was passed (`model.tiny={note: hf_...}`, a bare argv item).
 Keys are matched on their name components, not substrings, so ordinary keys that merely contain a
 secret-ish substring (`max_new_tokens`, `pad_token_id`, `author`, `keep_last`) pass through.
-Pure functions, no I/O: called by harness.env and harness.tracking.
+Pure functions, no I/O: called by harness.record.env and harness.record.tracking.
 """
 from __future__ import annotations
 

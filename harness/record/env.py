@@ -1,5 +1,5 @@
 """The environment a run saw: package versions, git commit, device, command line. Never secrets:
-the command line is recorded redacted (harness.secrets), since an override may carry a token."""
+the command line is recorded redacted (harness.config.secrets), since an override may carry a token."""
 from __future__ import annotations
 
 import hashlib
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from harness import secrets
-from harness.digest import json_digest
+from harness.config import secrets
+from harness.record.digest import json_digest
 
 PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "datasets", "accelerate", "hydra-core",
             "omegaconf", "gguf", "safetensors", "tokenizers", "liger-kernel", "wandb", "pandas")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def versions() -> dict:
@@ -67,7 +67,7 @@ def source_sha256() -> str:
 
 def code_identity() -> dict:
     """Which code made a record: `code_id` (12 hex) hashes the sources and the compute packages'
-    versions, so a record is reused only by the code that made it (harness.runner)."""
+    versions, so a record is reused only by the code that made it (harness.pipeline.runner)."""
     compute = {"python": platform.python_version(), **{k: v for k, v in versions().items() if k in COMPUTE_PACKAGES}}
     source = source_sha256()
     code_id = json_digest({"source": source, "versions": compute}, 12)
