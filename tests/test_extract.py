@@ -14,7 +14,7 @@ import pytest
 
 from harness import data, tasks
 from harness.errors import ConfigError
-from harness.pipeline.extract import (answer_options, extract_label, extract_letter, extract_number,
+from harness.tasks.extract import (answer_options, extract_label, extract_letter, extract_number,
                              number_correct)
 
 

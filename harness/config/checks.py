@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from harness import data, methods, tasks
 from harness.pipeline import cloze, models
 from harness.errors import ConfigError
-from harness.config.suggest import did_you_mean
+from harness.suggest import did_you_mean
 
 
 def _at_least(cfg, key: str, minimum, why: str = "") -> None:

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from harness.config import (CONF_DIR, FREE_FORM, GROUPS, MODEL_KEYS_BY_SOURCE, RunConfig, register_configs,
                             rewrite_model_argument)
 from harness.errors import ConfigError
-from harness.config.suggest import did_you_mean
+from harness.suggest import did_you_mean
 
 
 def group_choices(group: str) -> list[str]:

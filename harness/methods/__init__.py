@@ -116,7 +116,7 @@ def all_methods() -> dict[str, Method]:
 def get(name: str) -> Method:
     methods = all_methods()
     if name not in methods:
-        from harness.config.suggest import did_you_mean
+        from harness.suggest import did_you_mean
         raise ConfigError(f"unknown method '{name}'{did_you_mean(name, methods)}; choose method= one of "
                           f"{', '.join(methods)}")
     return methods[name]

@@ -1,7 +1,7 @@
 """Task families: declared test sets, training sets and scoring; the evaluator is generic.
 
 A family module (arithmetic.py, commonsense.py) declares a FAMILY; adding a family is one module
-plus one YAML in conf/task/. Scoring rules live in harness.pipeline.extract.
+plus one YAML in conf/task/. Scoring rules live in harness.tasks.extract.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from harness import data
 from harness.errors import ConfigError, DataError
-from harness.pipeline.extract import (answer_options, extract_label, extract_letter, extract_number,
+from harness.tasks.extract import (answer_options, extract_label, extract_letter, extract_number,
                              number_correct)
 from harness.registry import import_package_modules
 
