@@ -52,8 +52,8 @@ def exit_status(cfgs: list, started: str) -> int:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg) -> dict:
-    from harness.ui import console
     from harness.pipeline import runner
+    from harness.ui import console
     console.show_info(cfg.verbose)
     try:
         rec, reused = runner.run_or_reuse(cfg)

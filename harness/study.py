@@ -33,11 +33,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from harness import methods
-from harness.record import atomic
-from harness.ui import console
 from harness.analysis import selection
 from harness.config import CONF_DIR
 from harness.errors import ConfigError, HarnessError
+from harness.record import atomic
+from harness.ui import console
 from harness.ui.progress import RunProgress
 
 log = logging.getLogger("harness.study")

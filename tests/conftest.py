@@ -65,8 +65,8 @@ def compose_run(work_dirs):
 def tiny(work_dirs):
     """(model, tokenizer) of the tiny random LLaMA used by the harness, fp32 on CPU."""
     import torch
-    from harness.pipeline import models
     from harness.config.overrides import resolve_one
+    from harness.pipeline import models
     cfg = resolve_one(["model=tiny-random", "method=none", f"cache_dir={work_dirs['cache']}"])
     model, tok, _ = models.load(cfg.model, cfg.method, torch.device("cpu"), torch.float32, str(work_dirs["cache"]))
     return model.eval(), tok
@@ -78,9 +78,9 @@ def refused_in_process(*argv: str) -> str:
     it writes anything). Returns the message the command prints after 'error: '; fails the test when
     nothing is refused. The command's own promises (exit 2, one line, no traceback) are tested as
     subprocesses for one case per stage in test_bad_input.py."""
-    from harness.pipeline import runner
-    from harness.errors import HarnessError
     from harness.config.overrides import resolve
+    from harness.errors import HarnessError
+    from harness.pipeline import runner
     multirun = "-m" in argv
     with pytest.raises(HarnessError) as err:
         cfgs, _, _ = resolve([a for a in argv if a != "-m"], multirun)

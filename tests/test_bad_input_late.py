@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from harness.pipeline import runner
 from harness.errors import ConfigError
+from harness.pipeline import runner
 
 GOOD = {"instruction": "1+1?", "input": "", "output": "The answer is 2.", "answer": "2"}
 

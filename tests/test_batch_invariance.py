@@ -115,8 +115,8 @@ def test_fp32_weights_are_evaluated_as_a_bf16_base_is_and_restored_bit_for_bit(t
 
 def test_a_bf16_base_with_fp32_adapters_is_evaluated_wholly_at_the_chosen_precision(work_dirs):
     from harness import methods
-    from harness.pipeline import models
     from harness.config.overrides import resolve_one
+    from harness.pipeline import models
     cfg = resolve_one(["model=tiny-random", "method=lora", f"cache_dir={work_dirs['cache']}"])
     model, tok, info = models.load(cfg.model, cfg.method, CPU, torch.bfloat16, cfg.cache_dir)
     model = methods.apply(model, cfg.method, methods.MethodContext(tok, info["resolved_path"], CPU)).model.eval()

@@ -7,8 +7,8 @@ from omegaconf import OmegaConf
 from harness import record
 from harness.config import model_slug, rewrite_model_argument
 from harness.config.overrides import resolve_one
-from harness.errors import ConfigError
 from harness.config.overrides import resolve
+from harness.errors import ConfigError
 
 KNOWN = {"smollm2-135m", "tiny-random", "hub"}
 
@@ -64,7 +64,7 @@ def test_sweep_expansion_is_the_runs_hydra_launches_in_its_order(overrides):
 
 
 def test_an_interval_sweep_is_refused_with_the_fix():
-    from harness.errors import ConfigError
     from harness.config.overrides import parse, runs_of
+    from harness.errors import ConfigError
     with pytest.raises(ConfigError, match=r"give the values"):
         runs_of(parse(["train.warmup_steps=interval(0,1)"]))

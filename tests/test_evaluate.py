@@ -57,8 +57,8 @@ def test_grouped_option_scoring_equals_per_option(tiny):
 def test_prompt_tuning_and_lora_generations_do_not_depend_on_batch_size(work_dirs):
     """Soft prompts are prepended before the left padding; positions must still line up."""
     from harness import methods
-    from harness.pipeline import models
     from harness.config.overrides import resolve_one
+    from harness.pipeline import models
     for method in ("prompt_tuning", "lora"):
         cfg = resolve_one(["model=tiny-random", f"method={method}", f"cache_dir={work_dirs['cache']}"]
                       + (["method.peft.lora_dropout=0.0"] if method == "lora" else []))
@@ -84,8 +84,8 @@ def test_prompt_tuning_and_lora_generations_do_not_depend_on_batch_size(work_dir
 
 def test_merging_lora_and_dora_for_evaluation_keeps_the_function(work_dirs):
     from harness import methods
-    from harness.pipeline import models, recipe
     from harness.config.overrides import resolve_one
+    from harness.pipeline import models, recipe
     ids = torch.tensor([[5, 9, 33, 70, 120, 7]])
     for method in ("lora", "dora"):
         cfg = resolve_one(["model=tiny-random", f"method={method}", f"cache_dir={work_dirs['cache']}"])

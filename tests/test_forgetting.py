@@ -12,9 +12,9 @@ import pytest
 
 from harness import tasks
 from harness.config import checks
-from harness.pipeline import forgetting, runner
 from harness.config.overrides import resolve_one
 from harness.errors import ConfigError
+from harness.pipeline import forgetting, runner
 
 
 def _suite(*overrides) -> list[str]:

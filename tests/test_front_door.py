@@ -13,10 +13,10 @@ from conftest import refused_in_process
 from omegaconf import OmegaConf
 
 from harness import methods
-from harness.pipeline import runner
 from harness.config.overrides import resolve_one
-from harness.errors import ConfigError
 from harness.config.overrides import group_choices, resolve
+from harness.errors import ConfigError
+from harness.pipeline import runner
 from harness.pipeline.train import total_steps
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,9 +12,9 @@ import torch
 from omegaconf import open_dict
 
 from harness import methods
-from harness.pipeline import models
 from harness.config.overrides import resolve_one
 from harness.errors import ConfigError
+from harness.pipeline import models
 from method_zoo_helpers import (ALL_SPECS, CPU, QUANTIZABLE, TRAINS, UNQUANTIZABLE, build, fresh,  # noqa: F401
                                 logits, method_cfg, train_steps)
 

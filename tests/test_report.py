@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.record.schema import Record
 from harness.record import Stored, load_records
+from harness.record.schema import Record
 from harness.report import aggregate, build, plots, render
 from harness.report.load import load_published
 from harness.report.plots import pareto_front

@@ -8,8 +8,8 @@ import torch
 from omegaconf import OmegaConf
 
 from harness import data
-from harness.pipeline import evaluate, models, prompts, runner
 from harness.errors import ModelError
+from harness.pipeline import evaluate, models, prompts, runner
 
 TIMING_KEYS = {"seconds", "questions_per_second", "generated_tokens_per_second"}
 

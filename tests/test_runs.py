@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness import methods
-from harness.record import env
 from harness.pipeline import runner
+from harness.record import env
 
 METHODS = list(methods.all_methods())  # every registered method, whatever it is
 REPO = Path(__file__).resolve().parents[1]

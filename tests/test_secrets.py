@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from harness.record import env
 from harness.config.secrets import REDACTED, is_secret_key, redact, redact_argv
+from harness.record import env
 
 HF = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"  # the shape of a real token, not a real one
 GHP = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"

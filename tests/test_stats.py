@@ -14,9 +14,9 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_confint
 
+from harness.analysis import stats
 from harness.pipeline import forgetting
 from harness.record.schema import Forgetting
-from harness.analysis import stats
 from harness.report import retention, tables
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from harness import data, study, tasks
-from harness.pipeline import heldout, runner
 from harness.analysis import selection
 from harness.errors import ConfigError
+from harness.pipeline import heldout, runner
 from harness.record.schema import Record
 
 SMALL = ["study.methods=[bitfit]", "study.lr_grid=[0.5,2.0]", "study.seeds=[1,2]", "study.extend_grid=false"]

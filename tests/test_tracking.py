@@ -10,9 +10,9 @@ import time
 
 from omegaconf import OmegaConf
 
-from harness.record.schema import Record
 from harness.pipeline import runner
 from harness.record import tracking
+from harness.record.schema import Record
 from harness.record.tracking import resolve_mode
 
 HF = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"  # the shape of a real token, not a real one

@@ -7,11 +7,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from harness.pipeline import prompts
 from harness.config import TrainConfig
-from harness.errors import ConfigError
-from harness.pipeline.train import IGNORE, Collator, capped_warmup, tokenize_examples, train
 from harness.config.checks import check_training
+from harness.errors import ConfigError
+from harness.pipeline import prompts
+from harness.pipeline.train import IGNORE, Collator, capped_warmup, tokenize_examples, train
 
 REC = {"instruction": "What is 2+3?", "input": "", "output": "2+3=5. The answer is 5.", "answer": "5"}
 FULL = OmegaConf.create({"name": "full"})  # the method section train() reads: its registry entry
@@ -158,8 +158,8 @@ def test_bf16_training_still_learns(tiny):
 def test_weights_that_train_stay_fp32_under_bf16():
     """A bf16 weight cannot take an AdamW update of lr 2e-5 (below half its precision): full
     fine-tuning keeps fp32 master weights under bf16 autocast, frozen bases are stored in bf16."""
-    from harness.pipeline import models
     from harness.config.overrides import resolve_one
+    from harness.pipeline import models
     full = resolve_one(["model=tiny-random", "method=full", "train.precision=bf16"])
     lora = resolve_one(["model=tiny-random", "method=lora", "train.precision=bf16"])
     assert models.storage_dtype(full.method, torch.bfloat16) == torch.float32

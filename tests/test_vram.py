@@ -18,8 +18,8 @@ from harness.vram import params as P
 from harness.vram.architecture import Linear, model_shape, shape_of
 from harness.vram.cli import main
 from harness.vram.compose import compose_run_config
-from harness.vram.report import rounded_parts
 from harness.vram.inputs import dtypes, setup_from_config
+from harness.vram.report import rounded_parts
 from harness.vram.table import REFERENCE_GB, ROWS, SIZES
 
 _CACHE: dict = {}

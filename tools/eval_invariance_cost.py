@@ -20,8 +20,8 @@ import sys
 import torch
 
 from harness import tasks
-from harness.pipeline import evaluate, measure, models
 from harness.config import compose
+from harness.pipeline import evaluate, measure, models
 
 SCORINGS = {"generate": ("gsm8k", "svamp", "boolq"), "label": ("boolq", "piqa", "winogrande"),
             "cloze": ("hellaswag", "arc_challenge", "winogrande")}

@@ -21,12 +21,12 @@ import torch
 from omegaconf import OmegaConf
 
 from harness import data, methods, tasks
-from harness.ui import console
-from harness.record import env
-from harness.pipeline import evaluate, measure, models
 from harness.bench import evaluation, report, training
-from harness.errors import ConfigError, HarnessError
 from harness.config.overrides import resolve as resolve_runs
+from harness.errors import ConfigError, HarnessError
+from harness.pipeline import evaluate, measure, models
+from harness.record import env
+from harness.ui import console
 
 
 def training_methods() -> list[str]:

@@ -16,8 +16,8 @@ import torch
 from transformers import GenerationConfig
 
 from harness import tasks
-from harness.pipeline import evaluate, measure, prompts
 from harness.bench import TARGET_SUITE_SECONDS
+from harness.pipeline import evaluate, measure, prompts
 
 REFERENCE_BEAMS = 4
 

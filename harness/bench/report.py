@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from harness.record import atomic
 from harness.bench import TARGET_MEMORY_RATIO, TARGET_SUITE_SECONDS, TARGET_TRAIN_SPEEDUP, TARGET_TUNED_SPEEDUP
+from harness.record import atomic
 
 
 def device_slug(device: torch.device) -> str:

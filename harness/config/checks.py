@@ -16,8 +16,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from harness import data, methods, tasks
-from harness.pipeline import cloze, models
 from harness.errors import ConfigError
+from harness.pipeline import cloze, models
 from harness.suggest import did_you_mean
 
 

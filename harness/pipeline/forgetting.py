@@ -31,10 +31,10 @@ import logging
 from pathlib import Path
 
 from harness import tasks
-from harness.record import atomic
+from harness.analysis import stats
 from harness.config import checks
 from harness.pipeline import cloze, evaluate
-from harness.analysis import stats
+from harness.record import atomic
 from harness.record.digest import json_digest
 
 log = logging.getLogger("harness.pipeline.forgetting")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from harness.record.digest import json_digest
 from harness.errors import ModelError
+from harness.record.digest import json_digest
 
 TINY_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 

@@ -13,13 +13,13 @@ import logging
 from transformers import set_seed
 
 from harness import methods
-from harness.record import atomic, env
+from harness.config.checks import check_against_model
 from harness.pipeline import evaluate, forgetting, heldout, measure, models
 from harness.pipeline.distributed import Dist
 from harness.pipeline.measure import Laps
 from harness.pipeline.train import tokenize_examples, total_steps, train
 from harness.pipeline.train_state import Checkpoints
-from harness.config.checks import check_against_model
+from harness.record import atomic, env
 
 log = logging.getLogger("harness")
 

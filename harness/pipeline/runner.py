@@ -18,13 +18,13 @@ import torch
 from omegaconf import OmegaConf
 
 from harness import data, methods, record, tasks
-from harness.record import atomic, env, tracking
 from harness.config import checks, secrets
+from harness.errors import ConfigError, Diverged, HarnessError
 from harness.pipeline import heldout, measure, models
 from harness.pipeline.distributed import Dist, setup as dist_setup
-from harness.errors import ConfigError, Diverged, HarnessError
 from harness.pipeline.recipe import Recipe
 from harness.pipeline.train_state import Checkpoints
+from harness.record import atomic, env, tracking
 
 log = logging.getLogger("harness")
 

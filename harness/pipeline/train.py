@@ -37,9 +37,9 @@ from transformers import (DataCollatorForSeq2Seq, DataCollatorWithFlattening, Pr
                           TrainerCallback, TrainingArguments)
 
 from harness import methods
+from harness.errors import ConfigError
 from harness.pipeline import measure, prompts
 from harness.pipeline.distributed import Dist, merge_memory
-from harness.errors import ConfigError
 from harness.pipeline.train_measure import StepMeter
 from harness.pipeline.train_state import Checkpoints, fingerprint
 

@@ -18,8 +18,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from harness.pipeline import measure
 from harness.errors import Diverged
+from harness.pipeline import measure
 
 log = logging.getLogger("harness.pipeline.train")
 

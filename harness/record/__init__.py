@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from harness.record import atomic
 from harness.config import NON_SEMANTIC_KEYS
-from harness.record.digest import json_digest
 from harness.errors import ConfigError
+from harness.record import atomic
+from harness.record.digest import json_digest
 from harness.record.schema import SCHEMA_VERSION, STATUSES, TERMINAL, Record  # noqa: F401 (re-exported)
 
 

@@ -14,8 +14,8 @@ import os
 import sys
 from urllib.parse import urlparse
 
-from harness.record import env
 from harness.config import secrets
+from harness.record import env
 
 log = logging.getLogger("harness.record.tracking")
 # wandb's own default is 90 s: a sweep of many runs against a dead server would lose that much per

@@ -23,8 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness import tasks
-from harness.pipeline import cloze
 from harness.config import NON_SEMANTIC_KEYS
+from harness.pipeline import cloze
 from harness.record import Corrupt, Stored
 from harness.report import retention
 

@@ -17,8 +17,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.record import Stored, load_records, runs_dir
 from harness.analysis import selection
+from harness.record import Stored, load_records, runs_dir
 from harness.report import accuracy, aggregate, plots, render, significance, tables, tuning
 from harness.report.load import load_published
 

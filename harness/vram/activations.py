@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from harness.vram import constants as C
 from harness.vram.architecture import ModelShape
-from harness.vram.params import lora_matches
 from harness.vram.inputs import Dtypes, Setup
+from harness.vram.params import lora_matches
 
 
 def _ceil_to(n: int, multiple: int) -> int:
