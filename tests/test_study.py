@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import data, study, tasks
+from harness import data, record, study, tasks
 from harness.analysis import selection
 from harness.errors import ConfigError
 from harness.pipeline import heldout, runner
@@ -58,9 +58,9 @@ def test_the_winner_is_rerun_with_every_seed_on_the_test_sets(tmp_path, work_dir
     assert study.main(["study=tiny", *SMALL, f"study.results_dir={tmp_path}", f"cache_dir={work_dirs['cache']}"]) == 0
     sel = json.loads((tmp_path / "selection.json").read_text())
     chosen = sel["selection"]["bitfit"]["chosen_lr"]
-    finals = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")
-              if json.loads(p.read_text())["run_info"]["config"]["stage"] == "final"]
-    assert sorted(r["run_info"]["seed"] for r in finals) == [1, 2]
+    finals = [r for r in (record.read_record(p) for p in (tmp_path / "runs").glob("*.json"))
+              if r.run_info.stage == "final"]
+    assert sorted(r.run_info.seed for r in finals) == [1, 2]
     for rec in finals:
         cfg = rec.run_info.config
         assert cfg["method"]["lr"] == pytest.approx(chosen) and cfg["tags"]["study"] == "tiny"
