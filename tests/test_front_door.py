@@ -61,6 +61,7 @@ BAD = {
     "peft key typo": (["method=lora", "method.peft.lora_alpa=8"], ["method.peft.lora_alpa", "LoraConfig",
                                                             "did you mean method.peft.lora_alpha"]),
     "lora rank 0": (["method=lora", "method.peft.r=0"], ["method.peft.r=0", "positive"]),
+    "lora alpha negative": (["method=lora", "method.peft.lora_alpha=-4"], ["method.peft.lora_alpha=-4", "positive"]),
     "secret-looking key": (["+wandb.api_key=s3cr3tvalue"], ["unknown key 'wandb.api_key'"]),
     "type error (Hydra's exit 1 before)": (["train.max_steps=abc"], ["train.max_steps", "Integer"]),
     "bad enum": (["eval.scoring=vibes"], ["eval.scoring", "generate"]),

@@ -164,7 +164,8 @@ def check_peft_keys(m, spec: methods.Method) -> None:
         if key in valid and key in hints and not value_fits(value, hints[key]):
             raise ConfigError(f"method.peft.{key}={value!r} is not what {spec.peft_config}.{key} takes "
                               f"({type_name(hints[key])})")
-    for key in ("r", "num_virtual_tokens"):
+    # lora_alpha scales the update by alpha / r: 0 trains nothing that reaches the output, < 0 flips it
+    for key in ("r", "num_virtual_tokens", "lora_alpha"):
         if key in m.peft and not m.peft[key] > 0:
             raise ConfigError(f"method.peft.{key}={m.peft[key]} must be positive")
     if not 0 <= m.peft.get("lora_dropout", 0) < 1:
