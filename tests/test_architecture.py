@@ -85,6 +85,18 @@ def test_the_package_has_no_import_cycle():
     assert cycles(import_graph(PACKAGE)) == []
 
 
+# Packages below the run pipeline: what records, statistics, reports, registries and data are does
+# not depend on how a run is carried out (docs/architecture.md, "Packages")
+BELOW_THE_PIPELINE = ("record", "analysis", "report", "regress", "tasks", "methods", "data", "ui")
+
+
+def test_no_package_below_the_pipeline_imports_it():
+    graph = import_graph(PACKAGE)
+    upward = sorted((m, d) for m, deps in graph.items() for d in deps
+                    if m.split(".")[1:2] and m.split(".")[1] in BELOW_THE_PIPELINE and d.startswith("harness.pipeline"))
+    assert not upward, upward
+
+
 def test_no_private_hydra_api():
     users = [str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*.py") if "hydra._internal" in p.read_text()]
     assert users == []

@@ -12,6 +12,7 @@ import yaml
 
 from harness import data, tasks
 from harness.pipeline import cloze, evaluate, models
+from harness.tasks import cloze_prompts
 
 lm_eval = pytest.importorskip("lm_eval")
 N = 30  # items per set
@@ -36,7 +37,7 @@ def task_config(name: str) -> dict:
 def hf_document(name: str, d: dict) -> dict:
     """Our parsed document under the field names of the dataset lm-eval's task reads."""
     if name == "boolq":
-        return {"passage": "", "question": d["question"], "label": d["label"]}  # no passage (cloze.LOST)
+        return {"passage": "", "question": d["question"], "label": d["label"]}  # no passage (cloze_prompts.LOST)
     if name == "siqa":  # the file joined context and question with a space, as lm-eval's template does
         a, b, c = d["answers"]
         return {"context": d["context_question"], "question": "", "answerA": a, "answerB": b, "answerC": c}
@@ -77,12 +78,12 @@ def lm_eval_prompt(name: str, d: dict) -> tuple[list[str], list[str], list[str]]
     return [context] * len(choices), [delim + c for c in choices], list(choices)
 
 
-@pytest.mark.parametrize("name", cloze.SETS)
+@pytest.mark.parametrize("name", cloze_prompts.SETS)
 def test_every_shipped_item_parses(name):
     family = tasks.get_family("commonsense")
     ts = family.test_set(name)
     for rec in data.shipped(f"test/{name}")[0]:
-        it = cloze.item(name, rec)
+        it = cloze_prompts.item(name, rec)
         n = len(it.choices)
         assert n == len(it.contexts) == len(it.continuations) == len(it.labels) >= 2
         assert it.labels[it.gold] == rec["answer"] and set(it.labels) <= set(ts.labels)
@@ -117,8 +118,8 @@ def lm_eval_logliks(model, tok, pairs):
 @pytest.mark.slow
 def test_log_likelihoods_and_choices_equal_lm_evals(scorer):
     model, tok = scorer
-    for name in cloze.SETS:
-        items = [cloze.item(name, r) for r in records(name)]
+    for name in cloze_prompts.SETS:
+        items = [cloze_prompts.item(name, r) for r in records(name)]
         pairs = [(c, x) for it in items for c, x in zip(it.contexts, it.continuations)]
         ours = cloze.loglikelihoods(model, tok, pairs, 5, torch.device("cpu"))
         theirs = lm_eval_logliks(model, tok, pairs)
@@ -137,10 +138,10 @@ def test_the_harness_cloze_scoring_is_lm_evals_accuracy(scorer):
     import numpy as np
     model, tok = scorer
     family = tasks.get_family("commonsense")
-    sets = [(family.test_set(n), records(n, 12)) for n in cloze.SETS]
+    sets = [(family.test_set(n), records(n, 12)) for n in cloze_prompts.SETS]
     metrics, predictions, _ = evaluate.evaluate_sets(model, tok, sets, "cloze", 1, 6, 1, "paper", torch.device("cpu"))
     for ts, recs in sets:
-        items = [cloze.item(ts.name, r) for r in recs]
+        items = [cloze_prompts.item(ts.name, r) for r in recs]
         pairs = [(c, x) for it in items for c, x in zip(it.contexts, it.continuations)]
         lls = [ll for ll, _ in lm_eval_logliks(model, tok, pairs)]
         acc = acc_norm = k = 0
@@ -150,6 +151,6 @@ def test_the_harness_cloze_scoring_is_lm_evals_accuracy(scorer):
             acc += int(np.argmax(ll) == it.gold)
             acc_norm += int(np.argmax(ll / np.array([float(len(c)) for c in it.choices])) == it.gold)
         assert metrics[ts.name]["accuracy"] == pytest.approx(100 * acc / len(items), abs=1e-4)
-        if ts.name in cloze.HAS_ACC_NORM:
+        if ts.name in cloze_prompts.HAS_ACC_NORM:
             assert metrics[ts.name]["accuracy_norm"] == pytest.approx(100 * acc_norm / len(items), abs=1e-4)
         assert [p["gold"] for p in predictions[ts.name]] == [r["answer"] for r in recs]

@@ -139,11 +139,12 @@ def cloze_vs_lm_eval(model, tok, cfg, device: torch.device, per_set: int) -> dic
     each commonsense set, every option one (context, continuation) request. Both are given the same
     batch size; lm-eval sorts requests by length and caches shared contexts itself."""
     from harness.pipeline import cloze
+    from harness.tasks import cloze_prompts
     requests, items = [], []
-    for name in cloze.SETS:
+    for name in cloze_prompts.SETS:
         records, _ = tasks.load_test_set(tasks.all_test_sets()[name], cfg.cache_dir, cfg.eval.hellaswag)
         for rec in records[:per_set]:
-            it = cloze.item(name, rec)
+            it = cloze_prompts.item(name, rec)
             items.append(it)
             requests += list(zip(it.contexts, it.continuations))
     bs = cfg.eval.batch_size

@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 
 from harness import data, methods, tasks
 from harness.errors import ConfigError
-from harness.pipeline import cloze, models
+from harness.pipeline import models
+from harness.tasks import cloze_prompts
 from harness.suggest import did_you_mean
 
 
@@ -218,9 +219,9 @@ def check_evaluation(cfg) -> None:
             raise ConfigError(f"eval.scoring=label (or eval.also) needs multiple-choice sets; {bad} are not "
                               f"(use task=commonsense or eval.scoring=generate)")
     if "cloze" in scorings:
-        bad = [n for n in names if n not in cloze.SETS]
+        bad = [n for n in names if n not in cloze_prompts.SETS]
         if bad:
-            raise ConfigError(f"eval.scoring=cloze (or eval.also) is defined for the commonsense sets ({', '.join(cloze.SETS)}); "
+            raise ConfigError(f"eval.scoring=cloze (or eval.also) is defined for the commonsense sets ({', '.join(cloze_prompts.SETS)}); "
                               f"{bad} are not (use eval.scoring=generate, or label for AQuA)")
     if cfg.forgetting.enabled:
         suite = check_retention_suite(cfg.forgetting, cfg.task.name, family.train_set(cfg.task.train_set))
@@ -253,9 +254,9 @@ def check_retention_suite(f, task: str | None, train_set: tasks.TrainSet | None 
             choices = {**known, **texts}
             raise ConfigError(f"forgetting.test_sets: unknown set '{name}'{did_you_mean(name, choices)}; "
                               f"known: {sorted(choices)}")
-        if name in known and name not in cloze.SETS:
+        if name in known and name not in cloze_prompts.SETS:
             raise ConfigError(f"forgetting.test_sets: '{name}' has no cloze prompt (a retention test set is "
-                              f"scored as lm-eval does); choose from {', '.join(cloze.SETS)} or a held-out "
+                              f"scored as lm-eval does); choose from {', '.join(cloze_prompts.SETS)} or a held-out "
                               f"text ({', '.join(texts)})")
         home = tasks.home_family(name)
         if family is not None and home.name == family.name:

@@ -38,6 +38,7 @@ from transformers import GenerationConfig
 
 from harness import tasks
 from harness.pipeline import cloze, measure, prompts
+from harness.tasks import cloze_prompts
 
 ANSWER_PREFIX = "the correct answer is "  # the LLM-Adapters commonsense training output
 
@@ -287,7 +288,7 @@ def _label_rows(model, tok, owners, texts, c) -> tuple[list[dict], int]:
 
 def _cloze_rows(model, tok, owners, texts, c) -> tuple[list[dict], int]:
     """Each option's text as the continuation of the set's standard zero-shot prompt (harness.pipeline.cloze)."""
-    items = [cloze.item(ts.name, r) for ts, r in owners]
+    items = [cloze_prompts.item(ts.name, r) for ts, r in owners]
     pairs = [(ctx, cont) for it in items for ctx, cont in zip(it.contexts, it.continuations)]
     with tqdm(total=len(pairs), desc="eval (cloze)", unit="option", disable=None, leave=False) as bar:
         lls = cloze.loglikelihoods(model, tok, pairs, c["batch_size"], c["device"], progress=bar.update,
@@ -336,8 +337,8 @@ def evaluate_sets(model, tok, sets: list[tuple[tasks.TestSet, list[dict]]], scor
                             "scoring": str(scoring), "decoding": decoding, "precision": used}
         if scoring == "cloze":
             metrics[ts.name]["accuracy_norm"] = (round(100.0 * sum(r["correct_norm"] for r in mine) / n, 4)
-                                                 if ts.name in cloze.HAS_ACC_NORM else None)
-            metrics[ts.name]["prompt_lost"] = cloze.LOST.get(ts.name)
+                                                 if ts.name in cloze_prompts.HAS_ACC_NORM else None)
+            metrics[ts.name]["prompt_lost"] = cloze_prompts.LOST.get(ts.name)
         predictions[ts.name] = mine
     timing = {"seconds": round(seconds, 4), "questions": len(rows), "precision": used,
               "batching": "per item" if invariant else f"length-sorted batches of {batch_size}",

@@ -34,6 +34,7 @@ from harness import tasks
 from harness.analysis import stats
 from harness.config import checks
 from harness.pipeline import cloze, evaluate
+from harness.tasks import cloze_prompts
 from harness.record import atomic
 from harness.record.digest import json_digest
 
@@ -42,7 +43,7 @@ log = logging.getLogger("harness.pipeline.forgetting")
 
 def metric(name: str) -> str:
     """The set's standard lm-eval metric: acc_norm where the task reports it, else acc."""
-    return cloze.standard_metric(name)
+    return cloze_prompts.standard_metric(name)
 
 
 LOSS_METRIC = "token cross-entropy"

@@ -9,8 +9,8 @@ pandas groupby (`by_group`, which the regression gate uses too).
 
 What a set's score and an average mean depends on the scoring, decided here once: generated and
 label-scored answers are scored by accuracy; cloze-scored sets by their standard lm-eval metric
-(harness.pipeline.cloze.standard_metric: acc_norm where lm-eval reports it), and a cloze average leaves out
-the sets whose prompt lost what lm-eval's uses (harness.pipeline.cloze.NOT_AVERAGED: BoolQ), which are
+(harness.tasks.cloze_prompts.standard_metric: acc_norm where lm-eval reports it), and a cloze average leaves out
+the sets whose prompt lost what lm-eval's uses (harness.tasks.cloze_prompts.NOT_AVERAGED: BoolQ), which are
 still shown.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pandas as pd
 
 from harness import tasks
 from harness.config import NON_SEMANTIC_KEYS
-from harness.pipeline import cloze
+from harness.tasks import cloze_prompts
 from harness.record import Corrupt, Stored
 from harness.report import retention
 
@@ -47,12 +47,12 @@ def family_of(task: str):
 
 def metric_of(scoring: str, name: str) -> str:
     """What a set's score is under `scoring`: acc, or for cloze its standard lm-eval metric."""
-    return cloze.standard_metric(name) if scoring == "cloze" else "acc"
+    return cloze_prompts.standard_metric(name) if scoring == "cloze" else "acc"
 
 
 def not_averaged(scoring: str) -> dict:
     """{set: why} of the sets an average under `scoring` leaves out (shown, not averaged)."""
-    return dict(cloze.NOT_AVERAGED) if scoring == "cloze" else {}
+    return dict(cloze_prompts.NOT_AVERAGED) if scoring == "cloze" else {}
 
 
 def averaged_family(family, scoring: str):
