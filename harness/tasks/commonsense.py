@@ -25,8 +25,8 @@ FAMILY = register(TaskFamily(
             train_splits=("boolq", "arc_easy", "arc_challenge", "openbookqa"),
             note="offline stand-in for commonsense_170k: the BoolQ, ARC-e, ARC-c and OBQA train files "
                  "(17,754 items; no PIQA/SIQA/WinoGrande/HellaSwag training data)"),
-        "commonsense_170k": TrainSet("commonsense_170k", remote="commonsense_170k", train_splits=ALL),
-        "commonsense_15k": TrainSet("commonsense_15k", remote="commonsense_15k", train_splits=ALL),
+        "commonsense_170k": TrainSet("commonsense_170k", remote="commonsense_170k", nominal_records=170_000, train_splits=ALL),
+        "commonsense_15k": TrainSet("commonsense_15k", remote="commonsense_15k", nominal_records=15_000, train_splits=ALL),
     },
     paper_average=ALL,
     max_new_tokens=32,
