@@ -17,7 +17,6 @@ the mean of measured records of the same task family (any model's tokenizer), el
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 from dataclasses import dataclass
