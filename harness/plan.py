@@ -1,6 +1,7 @@
-"""python -m harness.plan [key=value ...] [--gpu H100-80GB] [--mfu 0.3] [--csv FILE]
+"""python -m harness.plan [key=value ...] [--gpu H100-80GB] [--mfu 0.15] [--csv FILE]
 
-Every run of a sweep (`sweep=paper`, or comma lists: `method=lora,dora`) before anything is spent,
+Every run of a sweep (`sweep=paper`, or comma lists: `method=lora,dora`) or a study (`study=cpu-study`)
+before anything is spent,
 from configs alone (no weights loaded, nothing fetched): its method settings, training examples and
 tokens, the VRAM estimate (harness.vram) against a GPU, a predicted training time and the total
 GPU-hours. A run that would not fit gets the cheapest change that makes it fit. Where a record of
@@ -152,7 +153,8 @@ def plan_run(cfg, gpu: Gpu, seen: Measured, mfu: float) -> dict:
     per_example, n = seen.tokens_per_example.get(cfg.task.name, (float(t.cutoff_len), 0))
     tokens = steps * t.batch_size * min(per_example, t.cutoff_len) if steps and spec.trains else 0
     est = estimate(resolved, gpu)
-    row = {"run": f"{cfg.model.name} x {cfg.method.name} x {cfg.task.name} (seed {cfg.seed})",
+    row = {"run": f"{cfg.model.name} x {cfg.method.name} x {cfg.task.name} (seed {cfg.seed}"
+                  + (f", {cfg.stage} lr {cfg.method.lr:.3g})" if cfg.stage != "run" else ")"),
            "settings": method_settings(cfg.method), "examples": examples, "examples_basis": size_basis, "steps": steps,
            "tokens_M": round(tokens / 1e6, 2) if steps else None,
            "tokens_basis": f"mean of {n} records" if n else "cutoff_len (upper bound)",
@@ -190,10 +192,30 @@ def measured_beside(cfg, resolved: dict, est: dict, hours: float | None, record)
 
 # ---- the command -----------------------------------------------------------------------------
 
+def study_runs(overrides: list[str]) -> list:
+    """A study's runs as far as they are known before it starts: each method's grid at the study's first
+    seed, and its final runs at the recipe's rate (the chosen rate changes no cost). A winner at an end
+    of the grid adds points (study.extend_grid): those are not known yet."""
+    from harness import study as studies
+    name = next(o.split("=", 1)[1] for o in overrides if o.startswith("study="))
+    s = studies.load(name, overrides)
+    extra = [o for o in overrides if not o.startswith("study")]
+    cfgs = []
+    for method in s.methods:
+        lr = studies.recipe_lr(s, method)
+        cfgs += [studies.run_config(s, method, lr * x, "tune", s.seeds[0], extra, here=False) for x in s.lr_grid]
+        cfgs += [studies.run_config(s, method, lr, "final", seed, [f"+tags.chosen_lr={lr:.6g}", *extra], here=False)
+                 for seed in s.seeds]
+    return cfgs
+
+
 def plan(overrides: list[str], gpu_name: str | None, mfu: float):
     import pandas as pd
     from harness.config.overrides import resolve
-    cfgs, _, _ = resolve(overrides, multirun=True, here=False)
+    if any(o.startswith("study=") for o in overrides):
+        cfgs = study_runs(overrides)
+    else:
+        cfgs, _, _ = resolve(overrides, multirun=True, here=False)
     gpu = gpu_of(gpu_name, float(cfgs[0].cluster.gpu_memory_gib))
     seen = measured(record_dirs(cfgs[0].results_dir))
     return gpu, pd.DataFrame([plan_run(cfg, gpu, seen, mfu) for cfg in cfgs])
@@ -215,6 +237,9 @@ def summary(gpu: Gpu, table, mfu: float) -> str:
     if nominal:
         lines.append(f"{nominal} runs train on one of the paper's files, not fetched yet: their examples are the size "
                      f"the file's name states (math_10k: 10,000), counted exactly once it is fetched")
+    if (table["run"].str.contains(", tune lr")).any():
+        lines.append("a study: its grid extension (a winner at an end of the grid adds a point) is not known before "
+                     "tuning; each added point costs one more tuning run")
     lines.append(f"throughput model: tokens x FLOPs/token / (MFU x peak); MFU {mfu:g} assumed unless measured; "
                  f"evaluation not included (python -m harness.plan --help)")
     return "\n".join(lines)

@@ -93,12 +93,14 @@ def load(name: str, overrides: list[str]) -> StudyConfig:
     return study
 
 
-def run_config(study: StudyConfig, method: str, lr: float, stage: str, seed: int, extra: list[str]):
+def run_config(study: StudyConfig, method: str, lr: float, stage: str, seed: int, extra: list[str],
+               here: bool = True):
+    """One run of the study, checked (`here=False`: for another machine, as harness.plan plans it)."""
     from harness.config.overrides import resolve_one
     stage_overrides = study.tune if stage == "tune" else study.final
     return resolve_one([*study.common, *stage_overrides, f"method={method}", f"method.lr={lr:.6g}", f"seed={seed}",
                         f"results_dir={study.results_dir}", f"+tags.study={study.name}", f"stage={stage}",
-                        *extra])
+                        *extra], here=here)
 
 
 def recipe_lr(study: StudyConfig, method: str) -> float:

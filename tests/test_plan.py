@@ -76,3 +76,13 @@ def test_an_unknown_gpu_is_refused_by_the_parser_with_the_choices(capsys):
     with pytest.raises(SystemExit) as exc:
         plan.main(["--gpu", "H300"])
     assert exc.value.code == 2 and "H100-80GB" in capsys.readouterr().err
+
+
+def test_a_study_is_planned_as_its_grid_and_its_final_runs():
+    from harness import study
+    s = study.load("tiny", ["study=tiny"])
+    _, table = plan.plan(["study=tiny"], "H200", 0.15)
+    tune = table["run"].str.contains(", tune lr")
+    final = table["run"].str.contains(", final lr")
+    assert tune.sum() == len(s.methods) * len(s.lr_grid) and final.sum() == len(s.methods) * len(s.seeds)
+    assert len(table) == tune.sum() + final.sum()
