@@ -47,7 +47,7 @@ sweep: $(STAMP)
 
 # what a sweep will cost before it runs: memory, fit, time, GPU-hours (ARGS="--gpu H100-80GB")
 plan: $(STAMP)
-	$(PY) -m harness.plan sweep=$(SWEEP) $(ARGS)
+	$(PY) -m harness.plan $(if $(findstring study=,$(ARGS)),,sweep=$(SWEEP)) $(ARGS)
 
 # a learning-rate-tuned comparison of methods (conf/study/$(STUDY).yaml): results/studies/<name>/
 study: $(STAMP)

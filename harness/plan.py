@@ -1,12 +1,11 @@
 """python -m harness.plan [key=value ...] [--gpu H100-80GB] [--mfu 0.15] [--csv FILE]
 
-Every run of a sweep (`sweep=paper`, or comma lists: `method=lora,dora`) or a study (`study=cpu-study`)
-before anything is spent,
-from configs alone (no weights loaded, nothing fetched): its method settings, training examples and
-tokens, the VRAM estimate (harness.vram) against a GPU, a predicted training time and the total
-GPU-hours. A run that would not fit gets the cheapest change that makes it fit. Where a record of
-the run exists (results_dir/runs), its measured peak memory and training time stand beside the
-prediction. Exit status: 0 planned; 2 bad input (one line).
+Every run of a sweep (`sweep=paper`, or comma lists: `method=lora,dora`) or a study
+(`study=cpu-study`) before anything is spent, from configs alone (no weights loaded, nothing
+fetched): its method settings, training examples and tokens, the VRAM estimate (harness.vram)
+against a GPU, a predicted training time and the total GPU-hours. A run that would not fit gets
+the cheapest change that makes it fit. Where a record of the run exists (results_dir/runs), its
+measured peak memory and training time stand beside the prediction. Exit status: 0 planned; 2 bad input (one line).
 
 Throughput model: training seconds = tokens x FLOPs per token / (MFU x the GPU's dense bf16 peak).
 FLOPs per token are 6N with the base trained, 4N with it frozen (harness.methods; +2N when
