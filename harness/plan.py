@@ -151,25 +151,39 @@ def plan_run(cfg, gpu: Gpu, seen: Measured, mfu: float) -> dict:
     steps = total_steps(t, examples) if examples is not None else (t.max_steps or None)
     per_example, n = seen.tokens_per_example.get(cfg.task.name, (float(t.cutoff_len), 0))
     tokens = steps * t.batch_size * min(per_example, t.cutoff_len) if steps and spec.trains else 0
-    est = estimate(resolved, gpu)
     row = {"run": f"{cfg.model.name} x {cfg.method.name} x {cfg.task.name} (seed {cfg.seed}"
                   + (f", {cfg.stage} lr {cfg.method.lr:.3g})" if cfg.stage != "run" else ")"),
            "settings": method_settings(cfg.method), "examples": examples, "examples_basis": size_basis, "steps": steps,
            "tokens_M": round(tokens / 1e6, 2) if steps else None,
-           "tokens_basis": f"mean of {n} records" if n else "cutoff_len (upper bound)",
-           "predicted_gib": round(est["predicted_total_gib"], 1), "fits": est["fits"], "change": ""}
-    checkpointing = t.gradient_checkpointing
-    if not est["fits"]:
-        found = cheapest_fit(cfg, resolved, gpu)
-        row["change"] = f"{found[0]} -> {found[1]['predicted_total_gib']:.1f} GiB" if found else "none found"
-        checkpointing = checkpointing or (found is not None and "gradient_checkpointing" in found[0])
+           "tokens_basis": f"mean of {n} records" if n else "cutoff_len (upper bound)"}
+    fit, checkpointing, est = memory(cfg, resolved, gpu)
+    row.update(fit)
     run_mfu, mfu_n = seen.mfu.get((cfg.model.name, cfg.method.name), (mfu, 0))
-    flops = (spec.flops_per_param_token + (2 if checkpointing else 0)) * est["params"]["total"]
+    from harness.vram.architecture import model_shape
+    flops = (spec.flops_per_param_token + (2 if checkpointing else 0)) * model_shape(resolved["model"]).total_params
     hours = tokens * flops / (run_mfu * gpu.peak_tflops * 1e12) / 3600 if gpu.peak_tflops and tokens else None
     row.update(train_hours=hours,
                mfu=f"{run_mfu:.2g} ({'median of %d records' % mfu_n if mfu_n else 'assumed'})")
-    row.update(measured_beside(cfg, resolved, est, hours, record))
+    if est is not None:
+        row.update(measured_beside(cfg, resolved, est, hours, record))
     return row
+
+
+def memory(cfg, resolved: dict, gpu: Gpu) -> tuple[dict, bool, dict | None]:
+    """The run's memory columns, whether it recomputes activations (as configured, or as the change that
+    makes it fit), and the estimate (None for a method the estimator does not model: said in the row)."""
+    try:
+        est = estimate(resolved, gpu)
+    except HarnessError as exc:
+        return {"predicted_gib": None, "fits": None, "change": f"no VRAM estimate: {str(exc).split(':')[0]}"}, \
+            bool(cfg.train.gradient_checkpointing), None
+    fit = {"predicted_gib": round(est["predicted_total_gib"], 1), "fits": est["fits"], "change": ""}
+    checkpointing = bool(cfg.train.gradient_checkpointing)
+    if not est["fits"]:
+        found = cheapest_fit(cfg, resolved, gpu)
+        fit["change"] = f"{found[0]} -> {found[1]['predicted_total_gib']:.1f} GiB" if found else "none found"
+        checkpointing = checkpointing or (found is not None and "gradient_checkpointing" in found[0])
+    return fit, checkpointing, est
 
 
 def measured_beside(cfg, resolved: dict, est: dict, hours: float | None, record) -> dict:
@@ -224,11 +238,13 @@ def summary(gpu: Gpu, table, mfu: float) -> str:
     stuck = table["change"] == "none found"  # cannot run on this GPU: not in the total
     hours = table["train_hours"].where(~stuck)
     total = f"{hours.sum():.1f} GPU-hours of training" if hours.notna().any() else "no time (give --gpu)"
+    if table["fits"].isna().any():
+        total += f"; {int(table['fits'].isna().sum())} runs without a VRAM estimate (a method the estimator does not model)"
     if stuck.any():
         total += f"; {int(stuck.sum())} runs fit no change tried (left out of the total)"
     unknown = int(table["examples"].isna().sum())
     nominal = int(table["examples_basis"].str.startswith("nominal").sum())
-    lines = [f"{len(table)} runs on {gpu.name} ({gpu.memory_gib:g} GiB): {int((~table['fits']).sum())} do not fit "
+    lines = [f"{len(table)} runs on {gpu.name} ({gpu.memory_gib:g} GiB): {int(table['fits'].eq(False).sum())} do not fit "
              f"as configured; {total}"]
     if unknown:
         lines.append(f"{unknown} runs train on a file not fetched yet (the paper's sets: fetched on their first run): "

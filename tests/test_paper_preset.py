@@ -1,6 +1,7 @@
 """The `paper` sweep preset against what LLM-Adapters and DoRA publish for LLaMA-7B
 (harness/data/published/paper_hyperparameters.yaml, each value with its source line): every key
-equals the published value, or the table lists it as a deviation with the preset's value and why."""
+equals the published value, or the table lists it as a deviation with the preset's value and why
+(`sweep=paper-prefix`: LLM-Adapters' prefix-tuning run, whose training settings are its own)."""
 from __future__ import annotations
 
 import pytest
@@ -11,7 +12,7 @@ from harness.config.overrides import resolve
 from harness.data import DATA_DIR
 
 PUBLISHED = yaml.safe_load((DATA_DIR / "published" / "paper_hyperparameters.yaml").read_text())
-RUNS, _, _ = resolve(["sweep=paper"], True, here=False)
+RUNS = [cfg for preset in ("paper", "paper-prefix") for cfg in resolve([f"sweep={preset}"], True, here=False)[0]]
 
 
 def expected(method: str, task: str) -> dict:

@@ -86,3 +86,11 @@ def test_a_study_is_planned_as_its_grid_and_its_final_runs():
     final = table["run"].str.contains(", final lr")
     assert tune.sum() == len(s.methods) * len(s.lr_grid) and final.sum() == len(s.methods) * len(s.seeds)
     assert len(table) == tune.sum() + final.sum()
+
+
+def test_a_method_the_estimator_does_not_model_is_planned_without_a_memory_estimate(capsys):
+    assert plan.main(["sweep=paper-prefix", "--gpu", "H100-80GB"]) == 0
+    out = capsys.readouterr().out
+    assert "no VRAM estimate: method prefix_tuning is not modelled" in out and "1 runs without a VRAM estimate" in out
+    _, table = plan.plan(["sweep=paper-prefix"], "H100-80GB", 0.15)
+    assert table["train_hours"].notna().all()  # its time does not need the memory estimate
