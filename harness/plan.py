@@ -74,9 +74,8 @@ def measured(dirs: list[Path]) -> Measured:
     for directory in dirs:
         for _, rec in record.load_records(directory)[0] if directory.is_dir() else []:
             t = rec.throughput
-            extra = t.model_extra or {}
-            if rec.ok and extra.get("real_tokens") and extra.get("samples"):
-                per_example.setdefault(rec.run_info.task, []).append(extra["real_tokens"] / extra["samples"])
+            if rec.ok and t.real_tokens and t.samples:
+                per_example.setdefault(rec.run_info.task, []).append(t.real_tokens / t.samples)
             if rec.ok and t.mfu and rec.meta_info.device_type == "cuda":
                 mfu.setdefault((rec.run_info.model, rec.run_info.method), []).append(t.mfu)
     return Measured({k: (statistics.mean(v), len(v)) for k, v in per_example.items()},

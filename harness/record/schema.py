@@ -81,6 +81,8 @@ class MetaInfo(Section):
     device_name: Optional[str] = None
     device_memory_gib: Optional[float] = None
     cpu_model: Optional[str] = None
+    cpu: Optional[str] = None  # the architecture: what records before cpu_model name the CPU by
+    cpu_count: Optional[int] = None
     world_size: Optional[int] = None
 
 
@@ -101,6 +103,9 @@ class Throughput(Section):
     samples_per_second: Optional[float] = None
     median_step_seconds: Optional[float] = None
     mfu: Optional[float] = None
+    real_tokens: Optional[int] = None
+    padded_tokens: Optional[int] = None
+    samples: Optional[int] = None
 
 
 class LabelAccuracy(Section):

@@ -88,8 +88,7 @@ def device_identity(meta) -> str | None:
     """What throughput and memory are comparable across: the GPU's name, or for CPU runs the CPU
     model and thread count (every CPU record says just 'cpu'; records before cpu_model give the
     architecture only, and so never compare with newer ones)."""
-    extra = meta.model_extra or {}
-    cpu, threads = meta.cpu_model or extra.get("cpu"), extra.get("cpu_count")
+    cpu, threads = meta.cpu_model or meta.cpu, meta.cpu_count
     if meta.device_name == "cpu" and (cpu or threads):
         return f"cpu ({cpu or '?'}, {threads or '?'} threads)"
     return meta.device_name
