@@ -144,7 +144,7 @@ def plan_run(cfg, gpu: Gpu, seen: Measured, mfu: float) -> dict:
     spec, t = methods.get(cfg.method.name), cfg.train
     size, size_basis = tasks.train_set_size(tasks.get_family(cfg.task.name).train_set(cfg.task.train_set),
                                             cfg.cache_dir)
-    examples = None if size is None else max(0, size - t.val_size)
+    examples = None if size is None else max(0, size - cfg.validation.size)
     if examples is not None and t.limit:
         examples = min(examples, t.limit)
     steps = total_steps(t, examples) if examples is not None else (t.max_steps or None)

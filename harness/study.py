@@ -1,7 +1,7 @@
 """`python -m harness.study study=cpu-study [key=value ...]`: a method comparison as a protocol.
 
 1. tune: for every method, a grid of learning rates around its recipe's (study.lr_grid multiplies
-   method.lr), each run on the training set minus a fixed validation split (train.val_size), with
+   method.lr), each run on the training set minus a fixed validation split (validation.size), with
    no test set read (eval.enabled=false, forgetting.enabled=false). harness.analysis.selection picks:
    the lowest final validation loss wins (validation accuracy breaks a tie); a diverged run never wins.
    A winner at an end of the grid extends it by the grid's own factor (one point beyond that end,
@@ -116,7 +116,7 @@ def optimizer_steps(cfg) -> int:
     from harness import tasks
     from harness.pipeline.train import total_steps
     records, _ = tasks.load_train_set(tasks.get_family(cfg.task.name).train_set(cfg.task.train_set), cfg.cache_dir)
-    n = max(0, len(records) - cfg.train.val_size)
+    n = max(0, len(records) - cfg.validation.size)
     return total_steps(cfg.train, min(n, cfg.train.limit) if cfg.train.limit else n)
 
 
@@ -131,12 +131,12 @@ def check(study: StudyConfig, extra: list[str]) -> dict:
         if tune_cfg.eval.enabled or tune_cfg.forgetting.enabled:
             raise ConfigError("the tuning stage must not read test sets: its overrides must keep "
                               "eval.enabled=false and forgetting.enabled=false")
-        if not tune_cfg.train.val_size:
-            raise ConfigError("the tuning stage selects on validation: set train.val_size > 0 in study.common")
+        if not tune_cfg.validation.size:
+            raise ConfigError("the tuning stage selects on validation: set validation.size > 0 in study.common")
         final_cfg = run_config(study, method, base, "final", study.seeds[0], extra)
         for stage, cfg in (("tune", tune_cfg), ("final", final_cfg)):
             key = (stage, cfg.train.max_steps, cfg.train.epochs, cfg.train.batch_size, cfg.train.limit,
-                   cfg.train.val_size, cfg.task.name, cfg.task.train_set)
+                   cfg.validation.size, cfg.task.name, cfg.task.train_set)
             if key not in steps:
                 steps[key] = optimizer_steps(cfg)
             horizons.setdefault(method, {})[f"{stage}_steps"] = steps[key]

@@ -27,9 +27,9 @@ def test_a_validation_split_as_large_as_the_training_set_is_refused(compose_run,
     # the old loop waited forever for a batch from no data
     train = tmp_path / "three.json"
     train.write_text(json.dumps([GOOD] * 3))
-    message = refused(compose_run, tmp_path, "method=lora", f"task.train_set={train}", "train.val_size=3",
+    message = refused(compose_run, tmp_path, "method=lora", f"task.train_set={train}", "validation.size=3",
                       "eval.enabled=false", "forgetting.enabled=false")
-    assert "train.val_size=3 holds out all 3 records" in message and "below 3" in message
+    assert "validation.size=3 holds out all 3 records" in message and "below 3" in message
 
 
 def test_a_cutoff_beyond_the_models_context_is_refused(compose_run, tmp_path):

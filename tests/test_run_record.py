@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness import record
+from harness.config import versions
 from harness.record.schema import Record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,14 +17,20 @@ COMMITTED = sorted(p for p in [*REPO.glob("results/**/runs/*.json"), *REPO.glob(
 
 
 def test_every_committed_record_reads_and_writes_back_unchanged():
+    """Unchanged but for the config's layout: an older record's config reads in the current layout
+    (harness.config.versions; that its run id survives is tests/test_config_versions.py)."""
     assert len(COMMITTED) > 50  # baselines, the GPU records, the study's runs and the test fixtures
     for path in COMMITTED:
         raw = json.loads(path.read_text())
         if not isinstance(raw, dict) or "status" not in raw:  # a fixture of a corrupt file
             continue
-        rec = Record.parse(raw)
-        assert rec.to_json() == raw, path
-        assert rec.run_info.model and rec.run_info.method and rec.run_info.task, path
+        out = Record.parse(raw).to_json()
+        assert out.pop("schema") == versions.LAYOUT, path
+        layout = raw.pop("schema", 1)
+        config, raw_config = out.get("run_info", {}).pop("config", None), raw.get("run_info", {}).pop("config", None)
+        assert out == raw, path
+        assert config == (raw_config if layout == versions.LAYOUT else versions.upgrade(raw_config, layout)), path
+        assert out["run_info"]["model"] and out["run_info"]["method"] and out["run_info"]["task"], path
 
 
 def test_a_field_of_the_wrong_type_is_refused_with_its_name(tmp_path):
@@ -49,7 +56,7 @@ def test_a_record_missing_sections_reads_as_empty_ones():
     assert info.stage == "tune" and info.setting("method.lr") == 3e-4 and info.setting("train.lr", 1) == 1
     assert rec.eval == {} and rec.train_info is None and rec.throughput.tokens_per_second is None
     assert rec.phase_memory("train").peak_rss_gib is None and rec.code_id is None and rec.finished == ""
-    assert rec.to_json() == {"status": "ok", "run_info": {"config": info.config, "model": "m", "method": "lora",
+    assert rec.to_json() == {"schema": versions.LAYOUT, "status": "ok", "run_info": {"config": info.config, "model": "m", "method": "lora",
                                                           "task": "arithmetic", "train_set": "math_10k", "seed": 2}}
 
 

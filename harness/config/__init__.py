@@ -188,10 +188,6 @@ class TrainConfig:
     # padding-free: each micro-batch's examples in one row (transformers' DataCollatorWithFlattening),
     # attention kept within each example; same objective
     packing: bool = False
-    # validation: a fixed held-out slice of the training set (harness.pipeline.heldout), never test data
-    val_size: int = 0  # records held out of training (0: none)
-    eval_every: int = 0  # > 0: validation loss every N optimizer steps (and always at the end)
-    val_accuracy_items: int = 0  # validation accuracy at the end, on the first N held-out records
     fused_loss: FusedLoss = FusedLoss.auto
     # AdamW's fused kernel (Trainer's adamw_torch_fused); None: on CUDA only
     fused_optimizer: Optional[bool] = None
@@ -199,6 +195,19 @@ class TrainConfig:
     # auto: bf16 on CUDA, fp32 on CPU; bf16 on a CPU with AMX / AVX512-BF16 is about 2x fp32
     precision: Precision = Precision.auto
     log_every: int = 10
+
+
+@dataclass
+class ValidationConfig:
+    """A fixed held-out slice of the training set (harness.pipeline.heldout), never test data: what a
+    learning-rate study selects on, and what keep_best picks the final weights by."""
+    size: int = 0  # records held out of training (0: none)
+    every: int = 0  # > 0: the validation loss every N optimizer steps (and always at the end)
+    accuracy_items: int = 0  # validation accuracy at the end, on the first N held-out records
+    batch_size: int = II("eval.batch_size")  # examples per forward of the validation loss and accuracy
+    # true: training ends with the weights of the lowest validation loss seen (every N steps and at the
+    # end), as LLM-Adapters' Trainer keeps its best checkpoint (load_best_model_at_end)
+    keep_best: bool = False
 
 
 @dataclass
@@ -261,6 +270,7 @@ class RunConfig:
     method: MethodConfig = MISSING
     task: TaskConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     forgetting: ForgettingConfig = field(default_factory=ForgettingConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)

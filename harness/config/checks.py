@@ -43,6 +43,7 @@ def check(cfg, here: bool = True) -> None:
     check_method(cfg.method, spec)
     if spec.trains:
         check_training(cfg.train, cfg.method.lr)
+        check_validation(cfg.validation)
         if cfg.train.packing and spec.family == "prompt":
             raise ConfigError(f"train.packing=true cannot train method={spec.name}: its virtual tokens come once, "
                               f"before the row, so packed examples after the first would not see them")
@@ -81,12 +82,22 @@ def check_training(t, lr: float) -> None:
                           f"must be >= 0 (max_grad_norm 0 turns clipping off)")
     if t.log_every < 1:
         raise ConfigError(f"train.log_every={t.log_every} must be >= 1")
-    for key in ("val_size", "eval_every", "val_accuracy_items"):
-        if t[key] < 0:
-            raise ConfigError(f"train.{key}={t[key]} must be >= 0")
-    if t.val_accuracy_items > t.val_size:
-        raise ConfigError(f"train.val_accuracy_items={t.val_accuracy_items} is more than the train.val_size="
-                          f"{t.val_size} records held out")
+
+
+def check_validation(v) -> None:
+    for key in ("size", "every", "accuracy_items"):
+        if v[key] < 0:
+            raise ConfigError(f"validation.{key}={v[key]} must be >= 0")
+    if v.batch_size < 1:
+        raise ConfigError(f"validation.batch_size={v.batch_size} must be >= 1")
+    if v.accuracy_items > v.size:
+        raise ConfigError(f"validation.accuracy_items={v.accuracy_items} is more than the validation.size="
+                          f"{v.size} records held out")
+    if v.keep_best and not (v.size and v.every):
+        raise ConfigError(f"validation.keep_best=true picks the weights of the lowest validation loss, which needs "
+                          f"a validation split and checkpoints to choose from: set validation.size > 0 and "
+                          f"validation.every > 0 (LLM-Adapters: size 120, every 80 steps); now size={v.size}, "
+                          f"every={v.every}")
 
 
 def check_method(m, spec: methods.Method) -> None:
@@ -314,6 +325,9 @@ def check_processes(cfg, world: int, fsdp: bool) -> None:
     if fsdp and spec.frozen_base:
         raise ConfigError("FSDP is for full fine-tuning too big for one GPU; run PEFT methods with one "
                           "process per GPU (DDP: conf/accelerate/ddp.yaml) or a single process")
+    if fsdp and cfg.validation.keep_best:
+        raise ConfigError("validation.keep_best cannot keep FSDP's sharded weights; set validation.keep_best=false "
+                          "(or train on one process)")
     if spec.trains and (t.batch_size // t.micro_batch_size) % world:
         raise ConfigError(f"with {world} processes, train.batch_size ({t.batch_size}) must be a multiple of "
                           f"train.micro_batch_size x processes ({t.micro_batch_size * world})")

@@ -22,7 +22,7 @@ from functools import lru_cache
 from omegaconf import OmegaConf
 
 from harness.config import (CONF_DIR, FREE_FORM, GROUPS, MODEL_KEYS_BY_SOURCE, RunConfig, register_configs,
-                            rewrite_model_argument)
+                            rewrite_model_argument, versions)
 from harness.errors import ConfigError
 from harness.suggest import did_you_mean
 
@@ -59,6 +59,8 @@ def _children(cls) -> dict:
 def key_kind(key: str) -> str:
     """'field' (a typed key), 'section' (a typed group of keys or a free-form section) or 'free'
     (a key inside a free-form section). Raises ConfigError for a key the schema does not have."""
+    if new := versions.renamed(key):
+        raise ConfigError(f"'{key}' is now '{new}' (keys moved in config layout {versions.LAYOUT}); write {new}=...")
     node, parts = RunConfig, key.split(".")
     for i, part in enumerate(parts):
         where = ".".join(parts[:i]) or "the top level"

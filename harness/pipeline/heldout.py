@@ -1,13 +1,13 @@
 """A validation split of the training set, for choosing hyper-parameters without reading test data.
 
-The split is a deterministic held-out slice of the training set: the first `train.val_size` records
+The split is a deterministic held-out slice of the training set: the first `validation.size` records
 of a shuffle with a fixed seed (SPLIT_SEED, not the run's seed), so every run of a study, whatever
 its seed or learning rate, holds out the same records and trains on the rest. Test sets are never
 touched here (harness.study selects on these numbers only; a test proves it).
 
 - loss: the token-mean loss over the validation examples (the training objective on held-out data),
-  every train.eval_every optimizer steps and at the end;
-- accuracy, on the first train.val_accuracy_items validation records: commonsense records (their
+  every validation.every optimizer steps and at the end;
+- accuracy, on the first validation.accuracy_items validation records: commonsense records (their
   instruction ends in "Answer format: a/b/c") by the label word with the highest log-likelihood,
   the others by generating and extracting the number (or the letter, for AQuA-style answers).
 """

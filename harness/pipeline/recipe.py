@@ -117,12 +117,16 @@ class Recipe:
             self.model, self.tok, examples, c.train, lr=c.method.lr, seed=c.seed, device=self.device,
             dtype=self.dtype, method_cfg=c.method, flops_per_token=plan.method.flops_per_param_token *
             out["params"]["total"], on_log=self.tracker.log, dist=dist, checkpoints=checkpoints,
-            validate=self.validation_pass(val_examples),
+            validate=(validate := self.validation_pass(val_examples)), vcfg=c.validation,
             save_full_to=str(plan.paths.checkpoint) if dist.fsdp else None)
-        if c.train.val_accuracy_items and dist.main:
+        kept = out["train_info"].get("validation_best") or {}
+        if kept.get("kept_step") not in (None, kept.get("last_step")):
+            # the record's per-example validation losses describe the weights the run ends with
+            kept["loss_after_restore"] = round(validate(), 6)
+        if c.validation.accuracy_items and dist.main:
             out["train_info"]["validation_accuracy"] = heldout.accuracy(
-                self.model, self.tok, self.loaded.validation[:c.train.val_accuracy_items], style, self.device,
-                c.eval.batch_size, evaluate.max_new_tokens(c), precision=self.eval_dtype)
+                self.model, self.tok, self.loaded.validation[:c.validation.accuracy_items], style, self.device,
+                c.validation.batch_size, evaluate.max_new_tokens(c), precision=self.eval_dtype)
         out["memory"]["train"] = out["train_info"].pop("memory")
         if c.save or dist.fsdp:
             out["checkpoint"] = str(plan.paths.checkpoint)
@@ -137,7 +141,7 @@ class Recipe:
         validation_final with per-example losses (the study's selection noise)."""
         if not val_examples or not self.dist.main:
             return None
-        return lambda: heldout.loss(self.model, self.tok, val_examples, self.cfg.eval.batch_size, self.device,
+        return lambda: heldout.loss(self.model, self.tok, val_examples, self.cfg.validation.batch_size, self.device,
                                        self.dtype, detail=self.out.setdefault("validation_final", {}))
 
     def evaluate(self) -> None:

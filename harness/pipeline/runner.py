@@ -72,10 +72,10 @@ def load_data(plan: Plan) -> Loaded:
     train_records, provenance, val_records, val_info = [], [], [], {"items": 0}
     if plan.trains:
         train_records, provenance = tasks.load_train_set(plan.train_set, c.cache_dir)
-        train_records, val_records, val_info = heldout.split(train_records, c.train.val_size)
+        train_records, val_records, val_info = heldout.split(train_records, c.validation.size)
         if not train_records:  # every loop over the training data would end at once, or never
-            raise ConfigError(f"train.val_size={c.train.val_size} holds out all {len(val_records)} records of "
-                              f"{plan.train_set.name}: none is left to train on; set train.val_size below "
+            raise ConfigError(f"validation.size={c.validation.size} holds out all {len(val_records)} records of "
+                              f"{plan.train_set.name}: none is left to train on; set validation.size below "
                               f"{len(val_records)}")
         ds = data.to_dataset(train_records).shuffle(seed=c.seed)
         available = min(len(ds), c.train.limit) if c.train.limit else len(ds)

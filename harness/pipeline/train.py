@@ -41,7 +41,7 @@ from harness.errors import ConfigError
 from harness.pipeline import measure, prompts
 from harness.pipeline.distributed import Dist, merge_memory
 from harness.pipeline.train_measure import StepMeter
-from harness.pipeline.train_state import Checkpoints, fingerprint
+from harness.pipeline.train_state import BestWeights, Checkpoints, fingerprint
 
 log = logging.getLogger("harness.pipeline.train")
 IGNORE = -100
@@ -237,12 +237,13 @@ def no_kv_cache(model):
 
 def train(model, tok, examples: list[dict], tcfg, *, lr: float, seed: int, device: torch.device,
           dtype: torch.dtype, method_cfg, flops_per_token: float | None = None, on_log=None,
-          dist: Dist | None = None, checkpoints: Checkpoints | None = None, validate=None,
+          dist: Dist | None = None, checkpoints: Checkpoints | None = None, validate=None, vcfg=None,
           save_full_to: str | None = None) -> dict:
     """Train `model` in place with Trainer (resuming from `checkpoints` when they hold this run's
     state); return the train_info part of the record. `validate()` (the validation loss) runs every
-    train.eval_every steps and at the end, off the clock. `save_full_to`: FSDP gathers the sharded
-    weights into that directory at the end."""
+    `vcfg.every` steps and at the end, off the clock; with `vcfg.keep_best` training ends with the
+    weights of the lowest one. `save_full_to`: FSDP gathers the sharded weights into that directory
+    at the end."""
     dist = dist or Dist()
     checkpoints = checkpoints or Checkpoints(None)
     accumulation = accumulation_steps(tcfg, dist.world)
@@ -255,8 +256,17 @@ def train(model, tok, examples: list[dict], tcfg, *, lr: float, seed: int, devic
     expected = fingerprint(model, steps, n, accumulation * dist.world)
     resume_from, done = checkpoints.latest(expected)
     checkpoints.start(expected)
+    best = (BestWeights(model, checkpoints.directory if checkpoints.enabled else None)
+            if validate is not None and vcfg is not None and vcfg.keep_best else None)
+
+    def validate_at(step: int) -> float:
+        loss = validate()
+        if best is not None:
+            best.offer(step, loss)
+        return loss
     meter = StepMeter(device, dist, steps, len(done["losses"]), done["losses"], done["samples"], tcfg.log_every,
-                      on_log=on_log, validate=validate, eval_every=tcfg.eval_every)
+                      on_log=on_log, validate=validate_at if validate is not None else None,
+                      validate_every=vcfg.every if vcfg is not None else 0)
     callbacks = [meter, checkpoints.callback(meter.steps_so_far, agree=lambda due: dist.sum(float(due)) > 0)]
     if spec.after_step is not None:
         callbacks.append(MethodStep(model, spec.after_step))
@@ -277,9 +287,12 @@ def train(model, tok, examples: list[dict], tcfg, *, lr: float, seed: int, devic
         if save_full_to:
             trainer.save_model(save_full_to)
     model.eval()
-    return train_info(meter, levers, steps=steps, examples=n, warmup=warmup, lr=lr, accumulation=accumulation,
+    info = train_info(meter, levers, steps=steps, examples=n, warmup=warmup, lr=lr, accumulation=accumulation,
                       resumed_from=len(done["losses"]), saved=callbacks[1].saved, dist=dist, device=device,
                       flops_per_token=flops_per_token, tcfg=tcfg)
+    if best is not None:
+        info["validation_best"] = best.restore(len(meter.losses))
+    return info
 
 
 def train_info(meter: StepMeter, levers: Levers, *, steps: int, examples: int, warmup: int, lr: float,

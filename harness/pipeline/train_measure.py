@@ -26,13 +26,14 @@ log = logging.getLogger("harness.pipeline.train")
 
 class StepMeter(TrainerCallback):
     """Per-step losses, times and tokens of one training phase; `on_log(step, metrics)` (W&B) and the
-    log line every `log_every` steps; `validate()` every `eval_every` steps and at the end."""
+    log line every `log_every` steps; `validate(step)` (the validation loss) every `validate_every`
+    steps and at the end."""
 
     def __init__(self, device: torch.device, dist, total_steps: int, start_step: int, losses: list[float],
-                 samples: int, log_every: int, on_log=None, validate=None, eval_every: int = 0):
+                 samples: int, log_every: int, on_log=None, validate=None, validate_every: int = 0):
         self.device, self.dist, self.total = device, dist, total_steps
         self.losses, self.samples_before = list(losses), samples
-        self.log_every, self.report, self.validate, self.eval_every = log_every, on_log, validate, eval_every
+        self.log_every, self.report, self.validate, self.validate_every = log_every, on_log, validate, validate_every
         self.step_seconds: list[float] = []
         self.step_tokens: list[int] = []
         self.validation_loss: list[dict] = []
@@ -78,8 +79,9 @@ class StepMeter(TrainerCallback):
         self.losses.append(loss)
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-        if self.validate is not None and ((self.eval_every and step % self.eval_every == 0) or step == self.total):
-            self.validation_loss.append({"step": step, "loss": self.validate()})
+        if self.validate is not None and ((self.validate_every and step % self.validate_every == 0)
+                                          or step == self.total):
+            self.validation_loss.append({"step": step, "loss": self.validate(step)})
             if self.report:
                 self.report(step, {"val/loss": self.validation_loss[-1]["loss"]})
         if step % self.log_every == 0 or step == self.total:

@@ -24,6 +24,7 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
 from harness.record import atomic
@@ -113,3 +114,57 @@ class _CheckpointCallback(TrainerCallback):
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         atomic.write_json(path / STEPS, record)
         (path / COMPLETE).write_text("")
+
+
+BEST = "best_weights.safetensors"
+
+
+class BestWeights:
+    """validation.keep_best: the weights that train, at the lowest validation loss seen so far, to end
+    training with (what LLM-Adapters gets from Trainer's load_best_model_at_end). Kept in host memory
+    and, when the run keeps snapshots, in a file beside them, so a run killed and resumed still ends
+    with the best weights of the steps before the kill. Trainer's own mechanism is not used: it
+    selects by its evaluation loop's batch-averaged loss (ours is the token-mean the study selects
+    on), writes a whole checkpoint at every evaluation, and fails to reload prompt-learning adapters
+    (peft issue 2256)."""
+
+    def __init__(self, model, directory: Path | None):
+        self.model = model
+        self.path = Path(directory) / BEST if directory is not None else None
+        self.step, self.loss, self.weights = None, float("inf"), None
+        if self.path is not None and self.path.is_file():  # a resumed run: the best before the kill
+            from safetensors import safe_open
+            with safe_open(str(self.path), "pt") as f:
+                meta = f.metadata()
+                self.weights = {k: f.get_tensor(k) for k in f.keys()}
+            self.step, self.loss = int(meta["step"]), float(meta["loss"])
+            log.info("keep_best: the best validation loss so far is %.5f at step %d", self.loss, self.step)
+
+    def _trainable(self):
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def offer(self, step: int, loss: float) -> None:
+        """The validation loss after `step`: the weights now are kept when it is the lowest yet."""
+        if not loss < self.loss:
+            return
+        self.step, self.loss = step, loss
+        self.weights = {n: p.detach().to("cpu", copy=True) for n, p in self._trainable().items()}
+        if self.path is not None:
+            from safetensors.torch import save
+            data = save({k: v.contiguous() for k, v in self.weights.items()},
+                        metadata={"step": str(step), "loss": repr(loss)})
+            atomic.write_bytes(self.path, data)
+
+    def restore(self, last_step: int) -> dict:
+        """Put the best weights back into the model; what the record says about them."""
+        if self.weights is None:
+            return {"kept_step": None}
+        if self.step != last_step:
+            params = self._trainable()
+            missing = sorted(set(self.weights) ^ set(params))
+            if missing:
+                raise RuntimeError(f"keep_best: the kept weights do not match the model's ({missing[:3]})")
+            with torch.no_grad():
+                for name, value in self.weights.items():
+                    params[name].copy_(value.to(params[name].device, params[name].dtype))
+        return {"kept_step": self.step, "kept_loss": round(self.loss, 6), "last_step": last_step}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from harness.config import NON_SEMANTIC_KEYS
+from harness.config import NON_SEMANTIC_KEYS, versions
 from harness.errors import ConfigError
 from harness.record import atomic
 from harness.record.digest import json_digest
@@ -26,8 +26,9 @@ def semantic_config(cfg: dict) -> dict:
 
 def run_id(cfg: dict, device_type: str = "cpu") -> str:
     """Readable prefix + hash of everything that changes what the run computes, the kind of device
-    included (a CPU record must not stand in for a GPU run of the same config)."""
-    digest = json_digest({**semantic_config(cfg), "_device_type": device_type}, 10)
+    included (a CPU record must not stand in for a GPU run of the same config). Hashed in the oldest
+    config layout that expresses the run (harness.config.versions), so a layout change keeps ids."""
+    digest = json_digest({**versions.id_layout(semantic_config(cfg)), "_device_type": device_type}, 10)
     return f"{cfg['model']['name']}__{cfg['method']['name']}__{cfg['task']['name']}__s{cfg['seed']}__{digest}"
 
 

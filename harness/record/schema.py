@@ -6,8 +6,11 @@ missing section is an empty one, not a chain of `.get(...) or {}`. Pydantic pars
 file (`Record.read`); sections keep fields they do not name (`extra="allow"`), so a newer writer's
 record still loads, and `to_json()` writes back exactly what was read.
 
-Schema versions: 1 is the only one written so far. Files written before the field existed (the
-committed baselines of 2026-11) are read as version 1: every section they lack is optional here.
+Schema versions follow the run config's layout (harness.config.versions): 2 moved the validation
+keys out of train.* into a section of their own. An older record is read in the current layout (its
+config upgraded, `schema` raised), so no reader knows old layouts. Files written before the field
+existed (the committed baselines of 2026-11) are read as version 1: every section they lack is
+optional here.
 """
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SCHEMA_VERSION = 1
+from harness.config import versions
+
+SCHEMA_VERSION = versions.LAYOUT
 # statuses that are an answer: a rerun skips them unless force=true ('failed' is retried)
 TERMINAL = ("ok", "diverged", "oom", "predicted_oom")
 STATUSES = TERMINAL + ("failed",)
@@ -115,6 +120,8 @@ class LabelAccuracy(Section):
 
 class TrainInfo(Section):
     engine: Optional[str] = None
+    # validation.keep_best: the step whose weights the run ended with, its loss, the last step
+    validation_best: Optional[dict] = None
     steps: Optional[int] = None
     lr: Optional[float] = None
     losses: list[float] = Field(default_factory=list)
@@ -232,6 +239,10 @@ class Record(Section):
             raise ValueError(f"unknown status {obj['status']!r} (expected one of {', '.join(STATUSES)})")
         if obj["status"] == "ok" and not isinstance(obj.get("run_info"), dict):
             raise ValueError("status ok but no 'run_info'")
+        layout = obj.get("schema", 1)
+        if isinstance(layout, int) and layout < SCHEMA_VERSION and isinstance(obj.get("run_info"), dict):
+            obj = {**obj, "schema": SCHEMA_VERSION, "run_info": {
+                **obj["run_info"], "config": versions.upgrade(obj["run_info"].get("config", {}), layout)}}
         try:
             return cls.model_validate(obj)
         except ValidationError as exc:

@@ -32,7 +32,8 @@ KEY = ("model", "method", "task", "train_set", "scoring", "eval_limit", "decodin
 GROUP_KEY = KEY + ("variant",)
 # config keys that are part of KEY already, or that do not change what is measured
 _NOT_VARIANT = {"seed", "model.name", "method.name", "task.name", "task.train_set", "eval.scoring", "eval.limit",
-                "eval.num_beams", "eval.batch_size", "forgetting.batch_size", "train.log_every", "device"}
+                "eval.num_beams", "eval.batch_size", "validation.batch_size", "forgetting.batch_size", "train.log_every",
+               "device"}
 
 
 def all_families() -> list:

@@ -41,8 +41,8 @@ def selection_table(records: list, chosen: dict | None = None) -> Table | None:
                      "note": selection.note((chosen or {}).get(method), edge)})
     data = pd.DataFrame(rows)
     notes = [f"Chosen by the {selection.RULE}; ✓: the chosen rate, the one the final runs trained with.",
-             "Validation: a fixed held-out slice of the training set (train.val_size records, the same for "
-             "every rate and seed); accuracy on its first train.val_accuracy_items records. No test set is read.",
+             "Validation: a fixed held-out slice of the training set (validation.size records, the same for "
+             "every rate and seed); accuracy on its first validation.accuracy_items records. No test set is read.",
              "interior: a tried rate on each side; at the cap: the grid was extended by its factor to "
              "study.lr_cap and the chosen rate is its end (the optimum may lie beyond it); grid edge: an end of "
              "a grid not extended; within noise: margin over the runner-up < 2 standard errors of the "
