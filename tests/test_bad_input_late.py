@@ -45,6 +45,12 @@ def test_target_modules_the_model_lacks_are_refused_after_loading(compose_run, t
     assert f"['{missing}'] name no module of tiny-random" in message and "q_proj" in message
 
 
+def test_adapter_targets_the_model_lacks_are_refused_after_loading(compose_run, tmp_path):
+    message = refused(compose_run, tmp_path, "method=adapter_parallel", "method.adapter.target_modules=[up_proj,fc_in]",
+                      "forgetting.enabled=false")
+    assert "method.adapter.target_modules: 'fc_in' names no module of LlamaForCausalLM" in message
+
+
 @pytest.mark.parametrize("override,words", [
     ("method.peft.r=eight", ["method.peft.r='eight'", "LoraConfig.r", "int"]),
     ("method.peft.lora_dropout=high", ["method.peft.lora_dropout='high'", "float"]),

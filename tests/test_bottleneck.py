@@ -266,3 +266,76 @@ def test_registry_zero_init(make_tiny_llama, name):
     base = logits(make_tiny_llama())
     prepared = methods.apply(make_tiny_llama(), method_cfg(name, bottleneck_size=8, init_weights="zero"), ctx())
     assert torch.equal(logits(prepared.model), base)
+
+
+# ---- adapters on linear layers, as LLM-Adapters places them --------------------------------------
+
+def _reference(linear, down, up, x, where, scaling):
+    """LLM-Adapters' bottleneck Linear.forward (peft/src/peft/tuners/bottleneck.py), written out:
+    mh_adapter before the layer, output_adapter after it, parallel_adapter beside it."""
+    adapter = (lambda h: up(torch.tanh(down(h))) * scaling)  # noqa: E731
+    if where == "input":
+        return torch.nn.functional.linear(x + adapter(x), linear.weight, linear.bias)
+    y = torch.nn.functional.linear(x, linear.weight, linear.bias)
+    return y + adapter(y if where == "output" else x)
+
+
+@pytest.mark.parametrize("kind,targets,where", [
+    ("parallel", ["up_proj", "down_proj"], {"up_proj": "parallel", "down_proj": "parallel"}),  # its Parallel command
+    ("series", ["up_proj", "gate_proj"], {"up_proj": "input", "gate_proj": "input"}),  # its series command
+    ("series", ["down_proj"], {"down_proj": "output"}),  # AdapterP
+])
+def test_adapters_on_linear_layers_compute_what_llm_adapters_computes(make_tiny_llama, kind, targets, where):
+    from harness.methods.bottleneck import AdaptedLinear
+    model = make_tiny_llama()
+    torch.manual_seed(7)
+    n = add_adapters(model, kind, SIZE, scaling=2.0, target_modules=targets)
+    assert n == LAYERS * len(targets)
+    mlp = model.model.layers[0].mlp
+    for name, side in where.items():
+        wrapped = getattr(mlp, name)
+        assert isinstance(wrapped, AdaptedLinear) and wrapped.where == side
+        width = wrapped.linear.out_features if side == "output" else wrapped.linear.in_features
+        x = torch.randn(2, 5, wrapped.linear.in_features, generator=torch.Generator().manual_seed(3))
+        assert wrapped.adapter.adapter_down.in_features == width
+        with torch.no_grad():
+            expected = _reference(wrapped.linear, wrapped.adapter.adapter_down, wrapped.adapter.adapter_up, x, side, 2.0)
+            torch.testing.assert_close(wrapped(x), expected, rtol=0, atol=1e-6)
+
+
+def test_parallel_adapters_beside_up_and_down_proj_train_save_and_load(make_tiny_llama, tmp_path):
+    cfg = method_cfg("adapter_parallel", bottleneck_size=SIZE, target_modules=["up_proj", "down_proj"])
+    prepared = methods.get("adapter_parallel").build(make_tiny_llama(), cfg, ctx())
+    assert prepared.notes == {"adapters_added": 2 * LAYERS, "placement": "beside up_proj, beside down_proj"}
+    model = prepared.model
+    inter = model.model.layers[0].mlp.up_proj.linear.out_features
+    # up_proj: hidden -> SIZE -> intermediate; down_proj: intermediate -> SIZE -> hidden
+    assert methods.count_parameters(model)[0] == LAYERS * 2 * SIZE * (HIDDEN + inter)
+    lm_steps(model)
+    prepared.save(str(tmp_path))
+    fresh = load_adapters(make_tiny_llama(), str(tmp_path))
+    assert torch.equal(logits(fresh), logits(model))
+
+
+@pytest.mark.parametrize("kind,targets,match", [
+    ("series", ["q_proj"], "series adapter on 'q_proj' has no defined side"),
+    ("parallel", ["nope"], "'nope' names no module"),
+    ("parallel", ["self_attn"], "not a linear layer"),
+])
+def test_a_target_that_cannot_take_an_adapter_is_refused_before_the_model_changes(make_tiny_llama, kind, targets,
+                                                                                   match):
+    model = make_tiny_llama()
+    before = logits(model)
+    with pytest.raises(ConfigError, match=match):
+        add_adapters(model, kind, SIZE, target_modules=targets)
+    assert torch.equal(logits(model), before) and all(p.requires_grad for p in model.parameters())
+
+
+def test_a_checkpoint_saved_before_target_modules_existed_loads_as_mlp(make_tiny_llama, tmp_path):
+    model = make_tiny_llama()
+    add_adapters(model, "parallel", SIZE)
+    save_adapters(model, str(tmp_path), {"kind": "parallel", "bottleneck_size": SIZE, "non_linearity": "tanh",
+                                         "dropout": 0.0, "scaling": 1.0, "init_weights": "bert"})
+    fresh = load_adapters(make_tiny_llama(), str(tmp_path))
+    assert isinstance(fresh.model.layers[0].mlp, ParallelAdapterMLP)
+    assert torch.equal(logits(fresh), logits(model))

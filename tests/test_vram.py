@@ -312,7 +312,9 @@ def _saved_bytes(model, batch: int, seq: int) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
-@pytest.mark.parametrize("method", ["full", "lora", "dora", "adapter_series", "bitfit", "prompt_tuning"])
+@pytest.mark.parametrize("method", ["full", "lora", "dora", "adapter_series", "adapter_parallel_llm_adapters", "bitfit",
+                                    "prompt_tuning", "adapter_series method.adapter.target_modules=[up_proj,gate_proj]",
+                                    "adapter_series method.adapter.target_modules=[down_proj]"])
 def test_activation_formula_matches_autograd(arch, method):
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -322,7 +324,8 @@ def test_activation_formula_matches_autograd(arch, method):
 
     spec = dict(ARCHS[arch])
     hf = AutoConfig.for_model(spec.pop("model_type"), **TINY, **spec)
-    run = cfg(f"method={method}", "device=cuda", "train.fused_loss=torch")
+    method, *placement = method.split()
+    run = cfg(f"method={method}", *placement, "device=cuda", "train.fused_loss=torch")
     # batch 1: flash attention, no mask; batch 3: padding mask, memory-efficient kernel (DoRA: slow, once)
     for batch, seq in ((3, 40),) if method == "dora" else ((1, 40), (3, 40)):
         run["train"].update(micro_batch_size=batch, batch_size=batch, cutoff_len=seq)

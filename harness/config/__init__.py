@@ -125,6 +125,9 @@ class AdapterSection:
     dropout: float = 0.0
     scaling: float = 1.0
     init_weights: AdapterInit = AdapterInit.bert
+    # where: mlp (one per MLP block: series after it, parallel beside it) or linear layer names, placed
+    # as LLM-Adapters places them (parallel beside each; series before gate/up_proj, after down_proj)
+    target_modules: List[str] = field(default_factory=lambda: ["mlp"])
 
 
 @dataclass

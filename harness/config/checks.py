@@ -121,6 +121,12 @@ def check_method(m, spec: methods.Method) -> None:
         if a.bottleneck_size <= 0 or not 0 <= a.dropout < 1:
             raise ConfigError(f"method.adapter.bottleneck_size ({a.bottleneck_size}) must be positive and "
                               f"method.adapter.dropout ({a.dropout}) in [0, 1)")
+        if not a.target_modules or len(set(a.target_modules)) < len(a.target_modules):
+            raise ConfigError(f"method.adapter.target_modules={list(a.target_modules)}: name each place once, "
+                              f"mlp or linear layers (up_proj, down_proj, gate_proj)")
+        if "mlp" in a.target_modules and len(a.target_modules) > 1:
+            raise ConfigError("method.adapter.target_modules: mlp already holds up_proj, down_proj and gate_proj; "
+                              "name either mlp or linear layers")
     if "bitfit_targets" in spec.sections and not m.bitfit_targets:
         raise ConfigError("method.bitfit_targets is empty: name the projections that get trainable biases")
 
@@ -346,6 +352,9 @@ def check_against_model(cfg, model) -> None:
         wanted["method.peft.target_modules"] = list(m.peft.target_modules)
     if "bitfit_targets" in m and m.bitfit_targets:
         wanted["method.bitfit_targets"] = list(m.bitfit_targets)
+    if "adapter" in methods.get(m.name).sections:  # every target a module that can take an adapter
+        from harness.methods.bottleneck import KINDS, placements
+        placements(model, KINDS[m.name], list(m.adapter.target_modules))
     names = [n for n, _ in model.named_modules()]
     for key, targets in wanted.items():
         missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]

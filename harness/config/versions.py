@@ -73,11 +73,12 @@ class Step:
 
 
 STEPS = (
-    Step(2, why="validation got a section of its own (it had lived in train.*, sized by eval.batch_size)",
+    Step(2, why="validation got a section of its own (it had lived in train.*, sized by eval.batch_size), "
+                "and bottleneck adapters a placement (they had always gone on the MLP block)",
          moved={"train.val_size": "validation.size", "train.eval_every": "validation.every",
                 "train.val_accuracy_items": "validation.accuracy_items"},
          added={"validation.batch_size": lambda cfg: _get(cfg, "eval.batch_size", 16),
-                "validation.keep_best": False}),
+                "validation.keep_best": False, "method.adapter.target_modules": ["mlp"]}),
 )
 LAYOUT = STEPS[-1].layout if STEPS else 1
 MOVED = {old: new for step in STEPS for old, new in step.moved.items()}
@@ -104,10 +105,9 @@ def upgrade(config: dict, layout: int) -> dict:
             if value is not _UNSET:
                 _set(out, new, value)
                 _prune(out, old)
-        if _get(out, "train") is not _UNSET:  # a full config (not a hand-made record's fragment)
-            for key in step.added:
-                if _get(out, key) is _UNSET:
-                    _set(out, key, step.neutral(out, key))
+        for key in step.added:  # where its section exists (a hand-made record may hold a fragment)
+            if isinstance(_get(out, key.rsplit(".", 1)[0], None), dict) and _get(out, key) is _UNSET:
+                _set(out, key, step.neutral(out, key))
     return out
 
 

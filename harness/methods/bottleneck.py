@@ -1,9 +1,15 @@
 """Bottleneck adapters (series and parallel), written here because peft has none and the
 `adapters` library does not support transformers 5.
 
-Each adapter is down-projection -> non-linearity -> up-projection, times a scaling factor:
-- series (AdapterH-style, LLM-Adapters' "Series"): after each decoder layer's MLP, h = m + A(m), m = MLP(x);
-- parallel (He et al. 2022, LLM-Adapters' "Parallel"): beside each MLP, h = MLP(x) + A(x).
+Each adapter is down-projection -> non-linearity -> up-projection, times a scaling factor. Where
+adapters go is `method.adapter.target_modules`:
+- `mlp` (the default): one per decoder layer's MLP block. Series (LLM-Adapters' "Series", AdapterP):
+  after it, h = m + A(m), m = MLP(x); parallel (He et al. 2022): beside it, h = MLP(x) + A(x).
+- names of linear layers (`up_proj`, `down_proj`, `gate_proj`): one per matching layer, placed as
+  LLM-Adapters' bottleneck tuner places them (peft/src/peft/tuners/bottleneck.py). Parallel: y =
+  W x + A(x), A from the layer's input to its output width (its Parallel command targets up_proj and
+  down_proj). Series on a layer that feeds the MLP (gate_proj, up_proj): y = W (x + A(x)), before it
+  ("mh_adapter"); on the layer that leaves it (down_proj): y = W x + A(W x), after it ("output_adapter").
 Initialisation "bert" (normal, std 0.02, LLM-Adapters' default) or "zero" (up-projection zero, so
 step 0 reproduces the base model). The base model is frozen; only adapter_* parameters train.
 """
@@ -24,13 +30,13 @@ CONFIG = "bottleneck_config.json"
 
 
 class BottleneckAdapter(nn.Module):
-    def __init__(self, hidden: int, size: int, non_linearity: str, dropout: float, scaling: float,
-                 init_weights: str):
+    def __init__(self, width_in: int, size: int, non_linearity: str, dropout: float, scaling: float,
+                 init_weights: str, width_out: int | None = None):
         super().__init__()
         if non_linearity not in ACT2FN:
             raise ConfigError(f"unknown adapter non_linearity '{non_linearity}'; e.g. tanh, relu, gelu, silu")
-        self.adapter_down = nn.Linear(hidden, size, bias=False)
-        self.adapter_up = nn.Linear(size, hidden, bias=False)
+        self.adapter_down = nn.Linear(width_in, size, bias=False)
+        self.adapter_up = nn.Linear(size, width_out or width_in, bias=False)
         self.act = ACT2FN[non_linearity]
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.scaling = scaling
@@ -68,7 +74,24 @@ class ParallelAdapterMLP(nn.Module):
         return self.mlp(x, *args, **kwargs) + self.adapter(x)
 
 
+class AdaptedLinear(nn.Module):
+    """One linear layer with an adapter before it ("input"), after it ("output") or beside it ("parallel")."""
+
+    def __init__(self, linear: nn.Linear, adapter: BottleneckAdapter, where: str):
+        super().__init__()
+        self.linear, self.adapter, self.where = linear, adapter, where
+
+    def forward(self, x):
+        if self.where == "input":
+            return self.linear(x + self.adapter(x))
+        y = self.linear(x)
+        return y + self.adapter(y if self.where == "output" else x)
+
+
 WRAPPERS = {"series": SeriesAdapterMLP, "parallel": ParallelAdapterMLP}
+# series adapters on a linear layer: before the layers that feed the MLP, after the one that leaves it
+# (LLM-Adapters' TRANSFORMERS_MODELS_TO_ADAPTER_TYPE_MAPPING for llama)
+SERIES_SIDE = {"gate_proj": "input", "up_proj": "input", "down_proj": "output"}
 
 
 def _hidden_size(model) -> int:
@@ -77,28 +100,55 @@ def _hidden_size(model) -> int:
     return cfg.hidden_size
 
 
-def add_adapters(model: nn.Module, kind: str, bottleneck_size: int, non_linearity: str = "tanh",
-                 dropout: float = 0.0, scaling: float = 1.0, init_weights: str = "bert") -> int:
-    """Wrap every decoder layer's `mlp` with an adapter; freeze everything else. Returns the count."""
+def placements(model: nn.Module, kind: str, target_modules=("mlp",)) -> list[tuple[str, int, int, str]]:
+    """(module name, adapter input width, adapter output width, where: mlp | input | output | parallel)
+    of every adapter `kind` puts on `model` for `target_modules`; ConfigError naming the fix when a
+    target cannot take one."""
     if kind not in WRAPPERS:
         raise ConfigError(f"unknown adapter kind '{kind}'; use series or parallel")
-    hidden = _hidden_size(model)
-    wrapped = tuple(WRAPPERS.values())
+    out = []
+    for target in target_modules:
+        found = [(n, m) for n, m in model.named_modules() if n.rsplit(".", 1)[-1] == target]
+        if not found:
+            raise ConfigError(f"method.adapter.target_modules: {target!r} names no module of {type(model).__name__}")
+        if target == "mlp":
+            hidden = _hidden_size(model)
+            out += [(name, hidden, hidden, "mlp") for name, _ in found]
+            continue
+        if kind == "series" and target not in SERIES_SIDE:
+            raise ConfigError(f"method.adapter.target_modules: a series adapter on {target!r} has no defined side; "
+                              f"use mlp or {', '.join(SERIES_SIDE)} (before gate/up, after down, as LLM-Adapters)")
+        for name, module in found:
+            if not isinstance(module, nn.Linear):
+                raise ConfigError(f"method.adapter.target_modules: {name} is a {type(module).__name__}, not a "
+                                  f"linear layer; name linear layers (up_proj, down_proj, ...) or mlp")
+            where = SERIES_SIDE[target] if kind == "series" else "parallel"
+            width_in = module.out_features if where == "output" else module.in_features
+            width_out = module.in_features if where == "input" else module.out_features
+            out.append((name, width_in, width_out, where))
+    return out
+
+
+def add_adapters(model: nn.Module, kind: str, bottleneck_size: int, non_linearity: str = "tanh",
+                 dropout: float = 0.0, scaling: float = 1.0, init_weights: str = "bert",
+                 target_modules=("mlp",)) -> int:
+    """An adapter on every module `target_modules` names (see the module doc); freeze everything
+    else. Returns the count. Saved configs without target_modules (written before it existed) are mlp."""
+    wrapped = (*WRAPPERS.values(), AdaptedLinear)
     if any(isinstance(m, wrapped) for m in model.modules()):
         raise ConfigError("this model already has bottleneck adapters")
-    targets = [name for name, mod in model.named_modules() if name.rsplit(".", 1)[-1] == "mlp"]
-    if not targets:
-        raise ConfigError(f"{type(model).__name__} has no '.mlp' submodules to attach bottleneck adapters to")
+    where = placements(model, kind, target_modules)
     # build every adapter first: a bad argument fails before the model is touched
-    adapters = [BottleneckAdapter(hidden, bottleneck_size, non_linearity, dropout, scaling, init_weights)
-                for _ in targets]
+    adapters = [BottleneckAdapter(width_in, bottleneck_size, non_linearity, dropout, scaling, init_weights, width_out)
+                for _, width_in, width_out, _ in where]
     freeze(model)
     device = next(model.parameters()).device
-    for name, adapter in zip(targets, adapters):
+    for (name, _, _, side), adapter in zip(where, adapters):
         parent_name, child = name.rsplit(".", 1)
         parent = model.get_submodule(parent_name)
-        setattr(parent, child, WRAPPERS[kind](getattr(parent, child), adapter.to(device)))
-    return len(targets)
+        module, adapter = getattr(parent, child), adapter.to(device)
+        setattr(parent, child, WRAPPERS[kind](module, adapter) if side == "mlp" else AdaptedLinear(module, adapter, side))
+    return len(where)
 
 
 def adapter_state_dict(model: nn.Module) -> dict:
@@ -132,26 +182,38 @@ def load_adapters(model: nn.Module, in_dir: str) -> nn.Module:
 
 def _adapter_shapes(model: nn.Module, cfg: dict) -> dict:
     """Names and shapes the adapters described by `cfg` would have on `model`."""
-    hidden, size = _hidden_size(model), cfg["bottleneck_size"]
-    shapes = {}
-    for name, _ in model.named_modules():
-        if name.rsplit(".", 1)[-1] == "mlp":
-            shapes[f"{name}.adapter.adapter_down.weight"] = (size, hidden)
-            shapes[f"{name}.adapter.adapter_up.weight"] = (hidden, size)
+    size, shapes = cfg["bottleneck_size"], {}
+    for name, width_in, width_out, _ in placements(model, cfg["kind"], cfg.get("target_modules", ("mlp",))):
+        shapes[f"{name}.adapter.adapter_down.weight"] = (size, width_in)
+        shapes[f"{name}.adapter.adapter_up.weight"] = (width_out, size)
     return shapes
+
+
+_WORDS = {"series": "after", "parallel": "beside", "input": "before", "output": "after"}
+
+
+def placed_on(kind: str, target_modules) -> str:
+    """Where the adapters went, in words (the record's method notes): 'after MLP', 'beside up_proj, beside down_proj'."""
+    def side(target: str) -> str:
+        if target == "mlp":
+            return kind
+        return SERIES_SIDE[target] if kind == "series" else "parallel"
+    return ", ".join(f"{_WORDS[side(t)]} {'MLP' if t == 'mlp' else t}" for t in target_modules)
 
 
 def _bottleneck(kind: str):
     def method(model, cfg, ctx) -> Prepared:
         a = cfg.adapter
         config = dict(kind=kind, bottleneck_size=a.bottleneck_size, non_linearity=a.non_linearity,
-                      dropout=a.dropout, scaling=a.scaling, init_weights=str(a.init_weights))
+                      dropout=a.dropout, scaling=a.scaling, init_weights=str(a.init_weights),
+                      target_modules=list(a.target_modules))
         n = add_adapters(model, **config)
         return Prepared(model=model, save=lambda out_dir: save_adapters(model, out_dir, config),
-                        notes={"adapters_added": n, "placement": "after MLP" if kind == "series" else "beside MLP"})
+                        notes={"adapters_added": n, "placement": placed_on(kind, config["target_modules"])})
     return method
 
 
+KINDS = {f"adapter_{kind}": kind for kind in WRAPPERS}  # method name -> kind
 for _kind in WRAPPERS:
     register(Method(name=f"adapter_{_kind}", build=_bottleneck(_kind), load=load_adapters, family="adapter",
                     sections=("adapter",)))

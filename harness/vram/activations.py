@@ -23,7 +23,7 @@ from __future__ import annotations
 from harness.vram import constants as C
 from harness.vram.architecture import ModelShape
 from harness.vram.inputs import Dtypes, Setup
-from harness.vram.params import lora_matches
+from harness.vram.params import adapter_widths, lora_matches
 
 
 def _ceil_to(n: int, multiple: int) -> int:
@@ -68,8 +68,9 @@ def layer_bytes_per_token(shape: ModelShape, s: Setup, dt: Dtypes) -> dict[str, 
         parts["lora"] = sum((mask + dt.lora_in) * lin.in_features + dt.lora_in * s.lora_r for lin in per_layer)
         if s.dora:
             parts["dora"] = sum((dt.proj_out + dt.lora_in) * lin.out_features for lin in per_layer)
-    if s.adapter_kind:
-        parts["adapter"] = dt.lora_in * (h + s.adapter_size) * shape.mlp_modules / shape.layers
+    if s.adapter_kind:  # each adapter keeps its input (bf16) and its bottleneck activation
+        parts["adapter"] = sum(dt.lora_in * (width_in + s.adapter_size) * count
+                               for _, width_in, _, count in adapter_widths(shape, s)) / shape.layers
     return parts
 
 
@@ -103,7 +104,13 @@ def frozen_prefix_bytes_per_token(shape: ModelShape, s: Setup, dt: Dtypes, layer
             now, whole = kv_cache_bytes_per_token(shape, s, dt)
             extra_kv = whole - now
         after_adapter = _norm_bytes(shape.hidden, s, shape, dt) if shape.post_mlp_norm else 0.0
-        return sum(v for k, v in layer.items() if k != "adapter") - after_adapter, extra_kv
+        # adapters on layer 0's gate/up_proj make part of its MLP carry gradients: the product
+        # act(gate) x up keeps act(gate) (up trains), and with gate trained the SiLU keeps its input and
+        # the product both factors; adapters on down_proj or the whole MLP start after it
+        targets = set(s.adapter_targets) - {"mlp"}
+        mlp_saved = (layer["mlp"] if "gate_proj" in targets else
+                     dt.proj_out * shape.intermediate if "up_proj" in targets else 0.0)
+        return sum(v for k, v in layer.items() if k != "adapter") - after_adapter - mlp_saved, extra_kv
     unsaved = _norm_bytes(shape.hidden, s, shape, dt)
     if s.quant_bits == 8:
         unsaved += dt.residual * shape.hidden

@@ -80,6 +80,7 @@ class Setup:
     dora: bool
     adapter_size: int
     adapter_kind: str  # series | parallel | ""
+    adapter_targets: tuple[str, ...]  # method.adapter.target_modules: mlp, or linear layer names
     bitfit_targets: tuple[str, ...]
     virtual_tokens: int
     micro_batch: int  # examples per forward: min(train.micro_batch_size, train.batch_size)
@@ -186,6 +187,7 @@ def setup_from_config(cfg: dict, optim: str = "adamw") -> Setup:
         dora=kind == "lora" and bool(peft.get("use_dora", False)),
         adapter_size=int(adapter.get("bottleneck_size", 256)),
         adapter_kind={"adapter_series": "series", "adapter_parallel": "parallel"}.get(spec.name, ""),
+        adapter_targets=tuple(adapter.get("target_modules") or ("mlp",)),
         bitfit_targets=tuple(method.get("bitfit_targets") or ()),
         virtual_tokens=int(peft.get("num_virtual_tokens", 0)) if kind == "prompt" else 0,
         micro_batch=min(micro, batch), micro_batch_size=micro, batch_size=batch,

@@ -67,6 +67,25 @@ def lora_matches(shape: ModelShape, targets) -> list[Linear]:
             if any(lin.name == t or lin.name.endswith("." + t) for t in targets)]
 
 
+def adapter_widths(shape: ModelShape, s: Setup) -> list[tuple[str, int, int, int]]:
+    """(where, adapter input width, output width, how many) of the bottleneck adapters, placed as
+    harness/methods/bottleneck.py places them: one per MLP block, or one per targeted linear layer
+    (parallel beside it; series before gate/up_proj, after down_proj)."""
+    from harness.methods.bottleneck import SERIES_SIDE
+    if "mlp" in s.adapter_targets:
+        return [("mlp", shape.hidden, shape.hidden, shape.mlp_modules)]
+    out = []
+    for target in s.adapter_targets:
+        found = [lin for lin in shape.linears if lin.short == target]
+        if found:
+            side = SERIES_SIDE.get(target, "input") if s.adapter_kind == "series" else "parallel"
+            lin = found[0]
+            width_in = lin.out_features if side == "output" else lin.in_features
+            width_out = lin.in_features if side == "input" else lin.out_features
+            out.append((target, width_in, width_out, len(found)))
+    return out
+
+
 def trainables(shape: ModelShape, s: Setup, dt: Dtypes) -> list[Trainable]:
     if s.kind == "none":
         return []
@@ -80,8 +99,9 @@ def trainables(shape: ModelShape, s: Setup, dt: Dtypes) -> list[Trainable]:
             if s.dora:
                 out.append(Trainable(f"dora magnitude {lin.short}", lin.out_features, 1, 4))
     elif s.adapter_kind:
-        out.append(Trainable("adapter down", shape.hidden * s.adapter_size, shape.mlp_modules, 4))
-        out.append(Trainable("adapter up", s.adapter_size * shape.hidden, shape.mlp_modules, 4))
+        for where, width_in, width_out, count in adapter_widths(shape, s):
+            out.append(Trainable(f"adapter down {where}", width_in * s.adapter_size, count, 4))
+            out.append(Trainable(f"adapter up {where}", s.adapter_size * width_out, count, 4))
     elif s.kind == "bitfit":
         targets = set(s.bitfit_targets)
         for lin in shape.linears:  # new zero biases take the weight's dtype (harness/methods/bitfit.py)
