@@ -12,7 +12,10 @@ FLOPs per token are 6N with the base trained, 4N with it frozen (harness.methods
 activations are recomputed). MFU is the median of measured CUDA records of the same model and
 method where any exist, else `--mfu` (an assumption, stated in the output). Tokens per example:
 the mean of measured records of the same task family (any model's tokenizer), else train.cutoff_len
-(an upper bound). Evaluation time is not included.
+(an upper bound). Evaluation time is not included. Without `--gpu`, the time on this machine's CPU
+too: tokens / the median training tokens/s of records of the same model and method on a CPU of the
+same model. A run's own record never feeds its own prediction (medians leave it out), so the error
+beside it is a real one.
 """
 from __future__ import annotations
 
@@ -65,21 +68,30 @@ def gpu_of(name: str | None, fallback_gib: float) -> Gpu:
 @dataclass
 class Measured:
     tokens_per_example: dict  # task family -> (mean, records)
-    mfu: dict  # (model, method) -> (median, records)
+    mfu: dict  # (model, method) -> {run id: MFU} of CUDA records
+    cpu_speed: dict  # (model, method, CPU model) -> {run id: training tokens/s} of CPU records
+
+    @staticmethod
+    def median(table: dict, key, leave_out: str) -> tuple[float | None, int]:
+        """The median over the records of `key` other than the run's own (`leave_out`): a prediction
+        shown beside a measurement must not be made from that measurement."""
+        values = [v for run_id, v in table.get(key, {}).items() if run_id != leave_out]
+        return (statistics.median(values), len(values)) if values else (None, 0)
 
 
 def measured(dirs: list[Path]) -> Measured:
     from harness import record
-    per_example, mfu = {}, {}
+    per_example, mfu, cpu = {}, {}, {}
     for directory in dirs:
         for _, rec in record.load_records(directory)[0] if directory.is_dir() else []:
-            t = rec.throughput
+            t, who = rec.throughput, (rec.run_info.model, rec.run_info.method)
             if rec.ok and t.real_tokens and t.samples:
                 per_example.setdefault(rec.run_info.task, []).append(t.real_tokens / t.samples)
             if rec.ok and t.mfu and rec.meta_info.device_type == "cuda":
-                mfu.setdefault((rec.run_info.model, rec.run_info.method), []).append(t.mfu)
-    return Measured({k: (statistics.mean(v), len(v)) for k, v in per_example.items()},
-                    {k: (statistics.median(v), len(v)) for k, v in mfu.items()})
+                mfu.setdefault(who, {})[rec.run_id] = t.mfu
+            if rec.ok and t.tokens_per_second and rec.meta_info.device_type == "cpu" and rec.meta_info.cpu_model:
+                cpu.setdefault((*who, rec.meta_info.cpu_model), {})[rec.run_id] = t.tokens_per_second
+    return Measured({k: (statistics.mean(v), len(v)) for k, v in per_example.items()}, mfu, cpu)
 
 
 def record_dirs(results_dir: str) -> list[Path]:
@@ -157,7 +169,9 @@ def plan_run(cfg, gpu: Gpu, seen: Measured, mfu: float) -> dict:
            "tokens_basis": f"mean of {n} records" if n else "cutoff_len (upper bound)"}
     fit, checkpointing, est = memory(cfg, resolved, gpu)
     row.update(fit)
-    run_mfu, mfu_n = seen.mfu.get((cfg.model.name, cfg.method.name), (mfu, 0))
+    who = (cfg.model.name, cfg.method.name)
+    run_mfu, mfu_n = seen.median(seen.mfu, who, leave_out=record.run_id(resolved, "cuda"))
+    run_mfu = run_mfu or mfu
     from harness.vram.architecture import model_shape
     flops = (spec.flops_per_param_token + (2 if checkpointing else 0)) * model_shape(resolved["model"]).total_params
     hours = tokens * flops / (run_mfu * gpu.peak_tflops * 1e12) / 3600 if gpu.peak_tflops and tokens else None
@@ -165,7 +179,28 @@ def plan_run(cfg, gpu: Gpu, seen: Measured, mfu: float) -> dict:
                mfu=f"{run_mfu:.2g} ({'median of %d records' % mfu_n if mfu_n else 'assumed'})")
     if est is not None:
         row.update(measured_beside(cfg, resolved, est, hours, record))
+    if gpu.peak_tflops is None:  # no GPU named: this machine's CPU too, as far as records of it say
+        row.update(this_cpu(cfg, resolved, tokens, seen, record))
     return row
+
+
+def this_cpu(cfg, resolved: dict, tokens: float, seen: Measured, record) -> dict:
+    """Training time on this machine's CPU: tokens / the median training tokens/s of the other records
+    of the model and method on a CPU of the same model (none: no prediction), beside the run's own
+    CPU record where one exists (its training time, the error, its peak RSS; the VRAM estimate models
+    GPU memory, so RSS stands beside it without an error)."""
+    from harness.record.env import cpu_model
+    own = record.run_id(resolved, "cpu")
+    speed, n = seen.median(seen.cpu_speed, (cfg.model.name, cfg.method.name, cpu_model()), leave_out=own)
+    minutes = tokens / speed / 60 if speed and tokens else None
+    out = {"cpu_minutes": minutes, "cpu_speed": f"{speed:.0f} tok/s (median of {n} records)" if n else "no record"}
+    rec = record.read_record(Path(cfg.results_dir) / "runs" / f"{own}.json")
+    if rec is not None and rec.ok and rec.throughput.wall_seconds:
+        wall = rec.throughput.wall_seconds
+        out.update(measured_cpu_minutes=round(wall / 60, 3),
+                   cpu_minutes_error_pct=round(100 * (minutes * 60 / wall - 1), 1) if minutes else None,
+                   measured_rss_gib=rec.phase_memory("train").peak_rss_gib)
+    return out
 
 
 def memory(cfg, resolved: dict, gpu: Gpu) -> tuple[dict, bool, dict | None]:
@@ -245,6 +280,13 @@ def summary(gpu: Gpu, table, mfu: float) -> str:
     nominal = int(table["examples_basis"].str.startswith("nominal").sum())
     lines = [f"{len(table)} runs on {gpu.name} ({gpu.memory_gib:g} GiB): {int(table['fits'].eq(False).sum())} do not fit "
              f"as configured; {total}"]
+    if "cpu_minutes" in table:
+        known = table["cpu_minutes"].notna()
+        lines.append(f"on this machine's CPU: {table['cpu_minutes'].sum():.1f} minutes of training for the {int(known.sum())} "
+                     f"runs whose model and method have CPU records here" + (
+                         f"; measured beside for {int(table['measured_cpu_minutes'].notna().sum())}, median error "
+                         f"{table['cpu_minutes_error_pct'].abs().median():.0f}%" if "measured_cpu_minutes" in table
+                         and table["cpu_minutes_error_pct"].notna().any() else ""))
     if unknown:
         lines.append(f"{unknown} runs train on a file not fetched yet (the paper's sets: fetched on their first run): "
                      f"no examples, tokens or time for them")

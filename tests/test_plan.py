@@ -47,22 +47,49 @@ def test_a_run_that_does_not_fit_gets_the_cheapest_change_that_fits():
     assert not full["fits"] and full["change"] == "none found"  # 7B full fine-tuning on 22 GiB: nothing tried fits
 
 
-def test_a_runs_own_gpu_record_stands_beside_its_prediction(tmp_path, capsys):
-    overrides = ["model=llama-7b", "method=lora", "task.train_set=math_10k", f"results_dir={tmp_path}"]
-    resolved = OmegaConf.to_container(resolve_one(overrides, here=False), resolve=True)
-    run_id = record.run_id(resolved, "cuda")
-    (tmp_path / "runs").mkdir()
-    (tmp_path / "runs" / f"{run_id}.json").write_text(json.dumps({
-        "status": "ok", "run_id": run_id, "run_info": {"config": resolved},
-        "meta_info": {"device_type": "cuda", "device_name": "NVIDIA H100 80GB HBM3"},
-        "memory": {"train": {"peak_allocated_gib": 20.0}},
-        "train_info": {"throughput": {"wall_seconds": 3600.0, "mfu": 0.05, "real_tokens": 100, "samples": 1}}}))
-    _, table = plan.plan(overrides, "H100-80GB", 0.15)
-    row = table.iloc[0]
+def write_record(results, overrides: list[str], device: str, **sections) -> dict:
+    """A record of the run `overrides` describe, on `device`, with `sections`; its resolved config."""
+    resolved = OmegaConf.to_container(resolve_one([*overrides, f"results_dir={results}"], here=False), resolve=True)
+    run_id = record.run_id(resolved, device)
+    (results / "runs").mkdir(parents=True, exist_ok=True)
+    (results / "runs" / f"{run_id}.json").write_text(json.dumps({
+        "status": "ok", "run_id": run_id, "run_info": {"config": resolved}, **sections}))
+    return resolved
+
+
+def test_a_runs_own_gpu_record_stands_beside_its_prediction_which_it_did_not_make(tmp_path, capsys):
+    overrides = ["model=llama-7b", "method=lora", "task.train_set=math_10k"]
+    h100 = {"device_type": "cuda", "device_name": "NVIDIA H100 80GB HBM3"}
+    write_record(tmp_path, overrides, "cuda", meta_info=h100, memory={"train": {"peak_allocated_gib": 20.0}},
+                 train_info={"throughput": {"wall_seconds": 3600.0, "mfu": 0.05, "real_tokens": 100, "samples": 1}})
+    # another seed's record: the MFU the prediction may use (the run's own record must not predict itself)
+    write_record(tmp_path, [*overrides, "seed=7"], "cuda", meta_info=h100,
+                 train_info={"throughput": {"wall_seconds": 1800.0, "mfu": 0.10, "real_tokens": 100, "samples": 1}})
+    _, table = plan.plan([*overrides, f"results_dir={tmp_path}"], "H100-80GB", 0.15)
+    row = table.set_index("run").loc["llama-7b x lora x arithmetic (seed 42)"]
     assert row["measured_gib"] == 20.0 and row["measured_hours"] == 1.0
-    assert row["mfu"] == "0.05 (median of 1 records)"  # the record's measured MFU replaces the assumption
+    assert row["mfu"] == "0.1 (median of 1 records)"  # seed 7's MFU, not the run's own 0.05
+    assert row["hours_error_pct"] == pytest.approx(100 * (row["train_hours"] - 1.0), abs=0.1)
     assert row["gib_error_pct"] == pytest.approx(100 * (row["predicted_peak_gib"] / 20.0 - 1), abs=0.1)
     assert row["predicted_peak_gib"] < row["predicted_gib"]  # the total adds the CUDA context
+
+
+def test_without_a_gpu_the_plan_predicts_this_cpus_time_from_other_records_and_shows_the_measured_one(tmp_path):
+    from harness.record.env import cpu_model
+    overrides = ["model=smollm2-135m", "method=lora", "train.max_steps=10"]
+    here = {"device_type": "cpu", "cpu_model": cpu_model()}
+    write_record(tmp_path, overrides, "cpu", meta_info=here, memory={"train": {"peak_rss_gib": 3.5}},
+                 train_info={"throughput": {"wall_seconds": 90.0, "tokens_per_second": 5.0}})
+    write_record(tmp_path, [*overrides, "seed=7"], "cpu", meta_info=here,
+                 train_info={"throughput": {"wall_seconds": 60.0, "tokens_per_second": 400.0}})
+    write_record(tmp_path, [*overrides, "seed=8"], "cpu", meta_info={**here, "cpu_model": "another CPU"},
+                 train_info={"throughput": {"wall_seconds": 1.0, "tokens_per_second": 1e6}})
+    _, table = plan.plan([*overrides, f"results_dir={tmp_path}"], None, 0.15)
+    row = table.set_index("run").loc["smollm2-135m x lora x arithmetic (seed 42)"]
+    assert row["cpu_speed"] == "400 tok/s (median of 1 records)"  # seed 7 only: not its own, not another CPU's
+    assert row["cpu_minutes"] * 60 * 400 / 1e6 == pytest.approx(row["tokens_M"], abs=0.005)  # tokens_M is rounded
+    assert row["measured_cpu_minutes"] == 1.5 and row["measured_rss_gib"] == 3.5
+    assert row["cpu_minutes_error_pct"] == pytest.approx(100 * (row["cpu_minutes"] * 60 / 90 - 1), abs=0.2)
 
 
 @pytest.mark.parametrize("argv, says", [(["--mfu", "2"], "--mfu 2.0"), (["metod=lora"], "unknown key")])
