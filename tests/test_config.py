@@ -68,3 +68,20 @@ def test_an_interval_sweep_is_refused_with_the_fix():
     from harness.errors import ConfigError
     with pytest.raises(ConfigError, match=r"give the values"):
         runs_of(parse(["train.warmup_steps=interval(0,1)"]))
+
+
+# ---- each model source its own schema --------------------------------------------------------------
+
+@pytest.mark.parametrize("model", ["tiny-random", "smollm2-135m", "llama-7b", "hub"])
+def test_each_model_composes_into_its_sources_schema_and_holds_only_its_keys(model):
+    from harness.config import MODEL_KEYS_BY_SOURCE, MODEL_SCHEMAS
+    extra = ["model.name_or_path=Qwen/Qwen2.5-0.5B"] if model == "hub" else []
+    cfg = resolve_one([f"model={model}", *extra], here=False)
+    assert OmegaConf.get_type(cfg.model) is MODEL_SCHEMAS[cfg.model.source]
+    others = {k for source, keys in MODEL_KEYS_BY_SOURCE.items() if source != cfg.model.source for k in keys}
+    assert not others & set(cfg.model), others & set(cfg.model)
+
+
+def test_the_source_of_a_model_is_not_an_override():
+    with pytest.raises(ConfigError, match="model.source is the chosen model's"):
+        resolve_one(["model=tiny-random", "model.source=hub"])

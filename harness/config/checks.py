@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from harness import data, methods, tasks
+from harness.config import MODEL_SCHEMAS
 from harness.errors import ConfigError
 from harness.pipeline import models
 from harness.tasks import cloze_prompts
@@ -39,6 +40,11 @@ def check(cfg, here: bool = True) -> None:
     """Raise ConfigError on the first problem; return None when the config can run. `here=False`
     checks a config meant for another machine (the VRAM estimator sizing a GPU from a laptop):
     whether its device exists and its model files are installed here is then not asked."""
+    schema = MODEL_SCHEMAS[cfg.model.source]
+    if OmegaConf.get_type(cfg.model) is not schema:  # a model YAML naming one source and using another's schema
+        raise ConfigError(f"model={cfg.model.name} says source {cfg.model.source} but uses the schema "
+                          f"{OmegaConf.get_type(cfg.model).__name__}; its YAML's defaults must name "
+                          f"/schema/model_{cfg.model.source}@_here_")
     spec = methods.get(cfg.method.name)
     check_method(cfg.method, spec)
     if spec.trains:

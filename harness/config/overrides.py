@@ -21,8 +21,8 @@ from functools import lru_cache
 
 from omegaconf import OmegaConf
 
-from harness.config import (CONF_DIR, FREE_FORM, GROUPS, MODEL_KEYS_BY_SOURCE, RunConfig, register_configs,
-                            rewrite_model_argument, versions)
+from harness.config import (CONF_DIR, FREE_FORM, GROUPS, MODEL_KEYS_BY_SOURCE, MODEL_SCHEMAS, ModelConfig, RunConfig,
+                            register_configs, rewrite_model_argument, versions)
 from harness.errors import ConfigError
 from harness.suggest import did_you_mean
 
@@ -51,9 +51,14 @@ def parse(overrides: list[str]):
 
 @lru_cache(maxsize=None)
 def _children(cls) -> dict:
-    """Field name -> type of a schema dataclass (annotations resolved)."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in fields(cls)}
+    """Field name -> type of a schema dataclass (annotations resolved). The model section's children
+    are every source's keys (which source reads which is the applicability check's to say)."""
+    schemas = MODEL_SCHEMAS.values() if cls is ModelConfig else (cls,)
+    out = {}
+    for schema in schemas:
+        hints = typing.get_type_hints(schema)
+        out.update({f.name: hints[f.name] for f in fields(schema)})
+    return out
 
 
 def key_kind(key: str) -> str:
@@ -97,6 +102,10 @@ def check_names(overrides: list[str]) -> list[str]:
                                       f"{', '.join(choices)}{extra}")
             out.append(o.input_line)
             continue
+        if key == "model.source":
+            raise ConfigError("model.source is the chosen model's (each source has its own schema); choose a model "
+                              "of that source instead: model=hub model.name_or_path=<hub id or directory>, or "
+                              f"model=<one of {', '.join(group_choices('model'))}>")
         kind = key_kind(key)
         bare = re.sub(r"^[+~]+", "", o.input_line)
         if kind == "free":
@@ -170,7 +179,25 @@ def compose_raw(overrides: list[str]):
         detail = next((ln for ln in lines if not ln.startswith(("full_key", "object_type", "reference_type"))),
                       type(exc).__name__)
         full_key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), "")
+        other_source = _another_sources_key(full_key, str(cause))
+        if other_source:
+            raise ConfigError(other_source) from None
         raise ConfigError(f"bad value{f' for {full_key}' if full_key else ''}: {detail}") from None
+
+
+def _another_sources_key(full_key: str, error: str) -> str | None:
+    """The schema of the chosen model's source refused a key another source reads: say whose it is."""
+    schema = re.search(r"object_type=(\w+)", error)
+    parts = full_key.split(".")
+    if not (schema and len(parts) == 2 and parts[0] == "model"):
+        return None
+    mine = next((src for src, cls in MODEL_SCHEMAS.items() if cls.__name__ == schema.group(1)), None)
+    theirs = [src for src, keys in MODEL_KEYS_BY_SOURCE.items() if parts[1] in keys]
+    if mine is None or not theirs:
+        return None
+    users = ", ".join(_models_by_source().get(str(theirs[0]), []))
+    return (f"{full_key} is read by models of source {theirs[0]} ({users}); the chosen model is source {mine}, "
+            f"which reads {', '.join(f'model.{k}' for k in MODEL_KEYS_BY_SOURCE[mine])}")
 
 
 # ---- 4. applicability ------------------------------------------------------------------------
@@ -189,13 +216,6 @@ def not_applicable(cfg, key: str) -> str | None:
     from harness import methods
     parts = key.split(".")
     spec = methods.get(cfg.method.name)
-    if parts[0] == "model" and len(parts) > 1:
-        mine = MODEL_KEYS_BY_SOURCE[cfg.model.source]
-        for source, keys in MODEL_KEYS_BY_SOURCE.items():
-            if parts[1] in keys and parts[1] not in mine:
-                users = ", ".join(_models_by_source().get(str(source), []))
-                return (f"{key} is read by models of source {source} ({users}); model={cfg.model.name} is source "
-                        f"{cfg.model.source}, which reads {', '.join(f'model.{k}' for k in mine)}")
     if parts[0] == "method" and len(parts) > 1:
         if not spec.trains and parts[1] != "name":
             return f"{key}: method={spec.name} does not train"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 _UNSET = object()
 
@@ -65,6 +65,9 @@ class Step:
     moved: dict[str, str] = field(default_factory=dict)  # old key -> new key
     # new key -> its neutral value, or a function of the (new-layout) config giving it
     added: dict[str, Any] = field(default_factory=dict)
+    # the keys this layout dropped from a config, with the value they always had there: a function of
+    # the config (which keys go can depend on it, e.g. on the model's source)
+    removed: Callable[[dict], dict] = lambda cfg: {}
     why: str = ""
 
     def neutral(self, cfg: dict, key: str):
@@ -72,13 +75,30 @@ class Step:
         return value(cfg) if callable(value) else value
 
 
+# every model key before each source had its own schema, at its default: a model of one source held
+# the others' keys at these values (the old checks refused any other value)
+_LAYOUT1_MODEL_KEYS = {"name_or_path": "", "revision": None, "trust_remote_code": False, "allow_pickle_weights": False,
+                       "gguf_package": None, "gguf_file": None, "gguf_path": None, "gguf_sha256": None, "tiny": {}}
+
+
+def _other_sources_keys(cfg: dict) -> dict:
+    from harness.config import MODEL_KEYS_BY_SOURCE
+    source = _get(cfg, "model.source", None)
+    if source not in MODEL_KEYS_BY_SOURCE:
+        return {}
+    mine = set(MODEL_KEYS_BY_SOURCE[source])
+    return {f"model.{k}": v for k, v in _LAYOUT1_MODEL_KEYS.items() if k not in mine}
+
+
 STEPS = (
     Step(2, why="validation got a section of its own (it had lived in train.*, sized by eval.batch_size), "
-                "and bottleneck adapters a placement (they had always gone on the MLP block)",
+                "bottleneck adapters a placement (they had always gone on the MLP block), and each model "
+                "source a schema of its own (a model had held every source's keys)",
          moved={"train.val_size": "validation.size", "train.eval_every": "validation.every",
                 "train.val_accuracy_items": "validation.accuracy_items"},
          added={"validation.batch_size": lambda cfg: _get(cfg, "eval.batch_size", 16),
-                "validation.keep_best": False, "method.adapter.target_modules": ["mlp"]}),
+                "validation.keep_best": False, "method.adapter.target_modules": ["mlp"]},
+         removed=_other_sources_keys),
 )
 LAYOUT = STEPS[-1].layout if STEPS else 1
 MOVED = {old: new for step in STEPS for old, new in step.moved.items()}
@@ -108,6 +128,9 @@ def upgrade(config: dict, layout: int) -> dict:
         for key in step.added:  # where its section exists (a hand-made record may hold a fragment)
             if isinstance(_get(out, key.rsplit(".", 1)[0], None), dict) and _get(out, key) is _UNSET:
                 _set(out, key, step.neutral(out, key))
+        for key, value in step.removed(out).items():
+            if _get(out, key) == value:
+                _pop(out, key)
     return out
 
 
@@ -126,6 +149,9 @@ def id_layout(config: dict) -> dict:
             if value is not _UNSET:
                 _set(out, old, value)
                 _prune(out, new)
+        for key, value in step.removed(out).items():
+            if _get(out, key) is _UNSET and isinstance(_get(out, key.rsplit(".", 1)[0], None), dict):
+                _set(out, key, value)
         layout = step.layout - 1
     if layout > 1:
         out["_layout"] = layout

@@ -240,11 +240,12 @@ def load(model_cfg, method_cfg, device: torch.device, dtype: torch.dtype, cache_
 
     t0 = time.perf_counter()
     ref = local_or_hub(model_cfg, cache_dir)
-    common = dict(trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision)
+    # hub models only: a GGUF conversion or a tiny model is a local directory this harness wrote
+    common = dict(trust_remote_code=model_cfg.get("trust_remote_code", False), revision=model_cfg.get("revision"))
     try:
         tok = AutoTokenizer.from_pretrained(ref, **common)
         qcfg = quantization_config(method_cfg, compute)
-        kwargs = dict(dtype=dtype, use_safetensors=None if model_cfg.allow_pickle_weights else True, **common)
+        kwargs = dict(dtype=dtype, use_safetensors=None if model_cfg.get("allow_pickle_weights") else True, **common)
         if qcfg is not None:
             kwargs.update(quantization_config=qcfg, device_map={"": str(device)})
         model = AutoModelForCausalLM.from_pretrained(ref, **kwargs)
