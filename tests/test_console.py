@@ -41,3 +41,13 @@ def test_verbose_lowers_hydras_console_handler(root_handlers):
     assert handler.level == logging.WARNING
     console.show_info(True)
     assert handler.level == logging.INFO
+
+
+def test_a_librarys_repeated_warning_shows_once_and_the_harnesss_own_every_time(capsys, root_handlers):
+    console.setup(False)
+    for _ in range(3):
+        logging.getLogger("bitsandbytes.autograd._functions").warning("MatMul8bitLt: inputs will be cast")
+        logging.getLogger("harness.pipeline.train").warning("loss spike")
+    logging.getLogger("bitsandbytes.autograd._functions").warning("another message")
+    out = capsys.readouterr().out
+    assert out.count("MatMul8bitLt") == 1 and out.count("loss spike") == 3 and "another message" in out

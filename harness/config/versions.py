@@ -1,11 +1,13 @@
 """Layouts of the run config over time, so that a change of layout neither orphans old records nor
 changes the id of a run that computes what it computed before.
 
-Each layout step lists the keys it moved (old name -> new name) and the keys it added, each with
-its *neutral* value: the value that reproduces what runs did before the key existed. Two uses:
+Each layout step lists the keys it moved (old name -> new name), the keys it added, each with its
+*neutral* value (the value that reproduces what runs did before the key existed), and the keys it
+dropped, with the value they always had. Two uses:
 
 - `upgrade(config, layout)`: an old record's config in the current layout (moved keys moved, added
-  keys at their neutral values), so every reader sees one layout (harness.record.schema);
+  keys at their neutral values, dropped keys dropped), so every reader sees one layout
+  (harness.record.schema);
 - `id_layout(config)`: the config as the run id hashes it (harness.record.run_id): stepped back to
   the oldest layout that can express it, i.e. while every key a step added is at its neutral value.
   A run that computes what an older layout's run computed keeps that run's id (a study resumes, a
@@ -75,18 +77,20 @@ class Step:
         return value(cfg) if callable(value) else value
 
 
-# every model key before each source had its own schema, at its default: a model of one source held
-# the others' keys at these values (the old checks refused any other value)
+# layout 1's model keys (a fact of history, not read from the current schema): every model held every
+# source's keys, another source's at these defaults (the old checks refused any other value)
 _LAYOUT1_MODEL_KEYS = {"name_or_path": "", "revision": None, "trust_remote_code": False, "allow_pickle_weights": False,
                        "gguf_package": None, "gguf_file": None, "gguf_path": None, "gguf_sha256": None, "tiny": {}}
+_LAYOUT1_SOURCE_KEYS = {"hub": ("name_or_path", "revision", "trust_remote_code", "allow_pickle_weights"),
+                        "gguf_package": ("gguf_package", "gguf_file", "gguf_path", "gguf_sha256"),
+                        "tiny_random": ("tiny",)}
 
 
 def _other_sources_keys(cfg: dict) -> dict:
-    from harness.config import MODEL_KEYS_BY_SOURCE
-    source = _get(cfg, "model.source", None)
-    if source not in MODEL_KEYS_BY_SOURCE:
+    """The model keys layout 2 dropped from `cfg`: those of the sources it is not, at their defaults."""
+    mine = _LAYOUT1_SOURCE_KEYS.get(str(_get(cfg, "model.source", "")))
+    if mine is None:
         return {}
-    mine = set(MODEL_KEYS_BY_SOURCE[source])
     return {f"model.{k}": v for k, v in _LAYOUT1_MODEL_KEYS.items() if k not in mine}
 
 

@@ -10,6 +10,25 @@ import logging
 import sys
 
 
+class LibraryWarningsOnce(logging.Filter):
+    """On the console, a library's warning once per message: bitsandbytes warns on every 8-bit matmul
+    (a QLoRA-8 run printed 27,000 identical lines). The harness's own lines always pass, and the
+    run's log file, which has no such filter, keeps every repeat."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".", 1)[0] in ("harness", "__main__"):
+            return True
+        key = (record.name, str(record.msg))
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
 def libraries(verbose: bool) -> None:
     """transformers' progress bars on or off (the GGUF conversion, once per model, keeps its bar)."""
     from transformers.utils import logging as hf_logging
@@ -28,6 +47,7 @@ def setup(verbose: bool = False, announce: tuple[str, ...] = ()) -> None:
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s] %(message)s", "%H:%M:%S"))
     if not verbose:
         handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name in announce)
+        handler.addFilter(LibraryWarningsOnce())
     root.addHandler(handler)
     libraries(verbose)
 
