@@ -100,6 +100,18 @@ def _hidden_size(model) -> int:
     return cfg.hidden_size
 
 
+def side_and_widths(kind: str, target: str, in_features: int, out_features: int) -> tuple[str, int, int]:
+    """Where an adapter of `kind` goes on the linear layer `target` (input | output | parallel), and
+    its input and output widths; the one rule that the method and the VRAM estimate both follow."""
+    if kind == "series" and target not in SERIES_SIDE:
+        raise ConfigError(f"method.adapter.target_modules: a series adapter on {target!r} has no defined side; "
+                          f"use mlp or {', '.join(SERIES_SIDE)} (before gate/up, after down, as LLM-Adapters)")
+    where = SERIES_SIDE[target] if kind == "series" else "parallel"
+    width_in = out_features if where == "output" else in_features
+    width_out = in_features if where == "input" else out_features
+    return where, width_in, width_out
+
+
 def placements(model: nn.Module, kind: str, target_modules=("mlp",)) -> list[tuple[str, int, int, str]]:
     """(module name, adapter input width, adapter output width, where: mlp | input | output | parallel)
     of every adapter `kind` puts on `model` for `target_modules`; ConfigError naming the fix when a
@@ -115,16 +127,12 @@ def placements(model: nn.Module, kind: str, target_modules=("mlp",)) -> list[tup
             hidden = _hidden_size(model)
             out += [(name, hidden, hidden, "mlp") for name, _ in found]
             continue
-        if kind == "series" and target not in SERIES_SIDE:
-            raise ConfigError(f"method.adapter.target_modules: a series adapter on {target!r} has no defined side; "
-                              f"use mlp or {', '.join(SERIES_SIDE)} (before gate/up, after down, as LLM-Adapters)")
+        side_and_widths(kind, target, 0, 0)  # a series target without a side fails before any module
         for name, module in found:
             if not isinstance(module, nn.Linear):
                 raise ConfigError(f"method.adapter.target_modules: {name} is a {type(module).__name__}, not a "
                                   f"linear layer; name linear layers (up_proj, down_proj, ...) or mlp")
-            where = SERIES_SIDE[target] if kind == "series" else "parallel"
-            width_in = module.out_features if where == "output" else module.in_features
-            width_out = module.in_features if where == "input" else module.out_features
+            where, width_in, width_out = side_and_widths(kind, target, module.in_features, module.out_features)
             out.append((name, width_in, width_out, where))
     return out
 
@@ -195,9 +203,7 @@ _WORDS = {"series": "after", "parallel": "beside", "input": "before", "output": 
 def placed_on(kind: str, target_modules) -> str:
     """Where the adapters went, in words (the record's method notes): 'after MLP', 'beside up_proj, beside down_proj'."""
     def side(target: str) -> str:
-        if target == "mlp":
-            return kind
-        return SERIES_SIDE[target] if kind == "series" else "parallel"
+        return kind if target == "mlp" else side_and_widths(kind, target, 0, 0)[0]
     return ", ".join(f"{_WORDS[side(t)]} {'MLP' if t == 'mlp' else t}" for t in target_modules)
 
 

@@ -71,17 +71,15 @@ def adapter_widths(shape: ModelShape, s: Setup) -> list[tuple[str, int, int, int
     """(where, adapter input width, output width, how many) of the bottleneck adapters, placed as
     harness/methods/bottleneck.py places them: one per MLP block, or one per targeted linear layer
     (parallel beside it; series before gate/up_proj, after down_proj)."""
-    from harness.methods.bottleneck import SERIES_SIDE
+    from harness.methods.bottleneck import side_and_widths
     if "mlp" in s.adapter_targets:
         return [("mlp", shape.hidden, shape.hidden, shape.mlp_modules)]
     out = []
     for target in s.adapter_targets:
         found = [lin for lin in shape.linears if lin.short == target]
         if found:
-            side = SERIES_SIDE.get(target, "input") if s.adapter_kind == "series" else "parallel"
-            lin = found[0]
-            width_in = lin.out_features if side == "output" else lin.in_features
-            width_out = lin.in_features if side == "input" else lin.out_features
+            _, width_in, width_out = side_and_widths(s.adapter_kind, target, found[0].in_features,
+                                                     found[0].out_features)
             out.append((target, width_in, width_out, len(found)))
     return out
 
