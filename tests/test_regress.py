@@ -55,11 +55,15 @@ def gate(baseline: Path, current: Path, capsys, *args) -> tuple[int, str, str]:
 
 
 def result_of(stdout: str, method: str, task: str, metric: str) -> str:
-    """The result column of one comparison row of the printed Markdown table."""
+    """The result column of one comparison row of the printed Markdown table (columns found by header)."""
+    column = None
     for line in stdout.splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) > 12 and cells[1] == method and cells[2] == task and cells[7] == metric:
-            return cells[12]
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == "model" and "result" in cells:
+            column = {name: i for i, name in enumerate(cells)}
+        elif column and len(cells) == len(column) and (cells[column["method"]], cells[column["task"]],
+                                                       cells[column["metric"]]) == (method, task, metric):
+            return cells[column["result"]]
     raise AssertionError(f"no row {method} {task} {metric} in:\n{stdout}")
 
 

@@ -118,6 +118,32 @@ def test_runs_differing_in_more_than_the_seed_are_not_averaged():
     assert {g["variant"] for g in groups} == {"method.lr=0.01", "method.lr=0.001"}
 
 
+def _evaluated_at(rec: dict, precision: str) -> dict:
+    for metrics in rec.get("eval", {}).values():  # a failed run has none
+        metrics["precision"] = precision
+    return rec
+
+
+def test_tables_say_the_evaluation_precision_and_never_pool_two(results):
+    arithmetic = lambda: built(results, published=False).accuracy[0]  # noqa: E731
+    assert "Evaluation precision not recorded (records before eval.precision)." in arithmetic().notes
+    for path in (results / "runs").glob("*.json"):
+        path.write_text(json.dumps(_evaluated_at(json.loads(path.read_text()), "fp32")))
+    table = arithmetic()
+    assert any(n.startswith("Evaluated at fp32: every row's floating-point weights") for n in table.notes)
+    assert "eval" not in table.display  # one precision: said in the notes, no column
+    # the same lora run evaluated in bf16 is another measurement: its own row, never a third seed
+    rec = _evaluated_at(fixture(LORA_ARITH), "bf16")
+    rec["run_id"] += "_bf16"
+    (results / "runs" / f"{rec['run_id']}.json").write_text(json.dumps(rec))
+    table = arithmetic()
+    lora = table.display[table.display["method"] == "lora"]
+    assert sorted(lora["eval"]) == ["generate (greedy, bf16)", "generate (greedy, fp32)"]
+    assert list(lora["seeds"].str[:3]) == ["n=1", "n=1"]
+    assert any(n.startswith("Rows were evaluated at different precisions (bf16, fp32;") for n in table.notes)
+    assert not any(n.startswith("Evaluated at") for n in table.notes)
+
+
 def test_seed_groups_keep_missing_keys_and_skip_missing_values():
     rows = [{"train_set": None, "seed": 1, "acc": {"gsm8k": 10.0}, "mem": None},
             {"train_set": None, "seed": 2, "acc": {"gsm8k": 30.0, "aqua": 5.0}, "mem": 2.0},

@@ -49,15 +49,19 @@ def test_the_cloze_average_uses_each_sets_standard_metric_and_leaves_boolq_out()
     assert table.data.iloc[0]["piqa_acc"] == 50.0 and table.data.iloc[0]["piqa_acc_norm"] == 70.0
 
 
-def _with_predictions(results: Path, name: str, method: str, correct: list[int], seed: int = 42) -> None:
-    """A copy of the fixture LoRA arithmetic record as `method` and `seed`, with predictions where
-    every set has `correct` as its items' outcomes."""
+def _with_predictions(results: Path, name: str, method: str, correct: list[int], seed: int = 42,
+                      precision: str | None = None) -> None:
+    """A copy of the fixture LoRA arithmetic record as `method` and `seed` (evaluated at `precision`),
+    with predictions where every set has `correct` as its items' outcomes."""
     rec = fixture(name)
     rec["run_id"] = rec["run_id"].replace("__lora__", f"__{method}__").replace("__s42__", f"__s{seed}__")
+    rec["run_id"] += f"_{precision}" if precision else ""
     rec["run_info"]["method"] = rec["run_info"]["config"]["method"]["name"] = method
     rec["run_info"]["seed"] = rec["run_info"]["config"]["seed"] = seed
     for s, m in rec["eval"].items():
         m.update(n=len(correct), correct=sum(correct), accuracy=100.0 * sum(correct) / len(correct))
+        if precision:
+            m["precision"] = precision
         rows = [{"index": i, "correct": bool(c)} for i, c in enumerate(correct)]
         path = results / "predictions" / rec["run_id"] / f"{s}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,3 +115,17 @@ def test_intervals_and_significance_come_from_the_predictions(tmp_path, capsys):
     assert "0.0 [0.0, 8.8]" in md
     assert "n=1 (seed variance not measured)" in md
     assert "smallest difference this design could see at 80% power" in md
+
+
+def test_a_row_is_compared_only_with_the_reference_at_its_own_evaluation_precision(tmp_path, capsys):
+    results = tmp_path / "results"
+    (results / "runs").mkdir(parents=True)
+    _with_predictions(results, LORA_ARITH, "lora", [1] * 20 + [0] * 20, precision="fp32")
+    _with_predictions(results, LORA_ARITH, "bitfit", [1] * 30 + [0] * 10, precision="fp32")
+    _with_predictions(results, LORA_ARITH, "bitfit", [1] * 30 + [0] * 10, precision="bf16")
+    code, out = report(results, capsys)
+    data = pd.read_csv(out / "accuracy_arithmetic.csv")
+    ours = data[data["source"] == "ours"].set_index(["method", "eval_precision"])
+    assert code == 0 and len(ours) == 3
+    assert ours.loc[("bitfit", "fp32"), "vs_lora"] == pytest.approx(25.0)
+    assert pd.isna(ours.loc[("bitfit", "bf16"), "vs_lora"])  # no LoRA evaluated in bf16 to pair with

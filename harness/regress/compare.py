@@ -1,6 +1,7 @@
 """The comparison itself (pure): baseline rows vs current rows -> one verdict row per comparison.
 
-Runs are matched by (model, method, task, training set, scoring, eval limit, decoding); runs of one
+Runs are matched by (model, method, task, training set, scoring, eval limit, decoding, evaluation
+precision); runs of one
 match that differ by seed are averaged on each side. Only status-ok runs are compared.
 
 Tolerances follow what a number can tell:
@@ -230,7 +231,8 @@ def verdict(rows: list[dict], require_all: bool = False) -> int:
 def markdown(rows: list[dict]) -> str:
     if not rows:
         return "_no comparisons_"
-    df = pd.DataFrame(rows).rename(columns={"train_set": "train set", "eval_limit": "items/set"})
+    df = pd.DataFrame(rows).rename(columns={"train_set": "train set", "eval_limit": "items/set",
+                                         "eval_precision": "eval precision"})
     df["items/set"] = df["items/set"].map(lambda n: f"first {n}" if n else "all")
     for col in ("baseline", "current"):  # two decimals to read; the comparison used full precision
         # pandas holds a missing value (a NEW or MISSING row) as NaN in a numeric column: show it as missing

@@ -28,7 +28,9 @@ from harness.tasks import cloze_prompts
 from harness.record import Corrupt, Stored
 from harness.report import retention
 
-KEY = ("model", "method", "task", "train_set", "scoring", "eval_limit", "decoding")
+# eval_precision: the dtype the evaluation ran at (eval.precision resolved); bf16 rounding moves
+# scores, so runs evaluated at different precisions are different measurements
+KEY = ("model", "method", "task", "train_set", "scoring", "eval_limit", "decoding", "eval_precision")
 GROUP_KEY = KEY + ("variant",)
 # config keys that are part of KEY already, or that do not change what is measured
 _NOT_VARIANT = {"seed", "model.name", "method.name", "task.name", "task.train_set", "eval.scoring", "eval.limit",
@@ -127,6 +129,7 @@ def flatten(rec, path: Path | None = None, evaluation: dict | None = None, eval_
         "scoring": scoring,
         "eval_limit": int(info.setting("eval.limit") or 0),
         "decoding": decoding or "-",
+        "eval_precision": (first.precision if first else None) or "-",  # '-': records before eval.precision
         "config": dotted(info.config),
         "acc": acc, "acc_norm": acc_norm, "items": items, "overlap": overlap, "approximate": approx,
         "score": score,

@@ -103,7 +103,7 @@ def scoring_notes(family, scoring: str) -> list[str]:
 
 
 def accuracy_notes(family, scoring: str, ours: list[dict], rows: list[dict], limits: list[int]) -> list[str]:
-    notes = uncertainty_notes(ours) + comparison_notes(ours)
+    notes = uncertainty_notes(ours) + comparison_notes(ours) + precision_notes(ours)
     if any(g.get("lr") for g in ours):
         notes.append("lr: the learning rate the runs used (a study's chosen rate, see its selection.json).")
     overlap_trains = sorted({g["train_set"] for g in ours if g["overlap"]})
@@ -125,6 +125,22 @@ def accuracy_notes(family, scoring: str, ours: list[dict], rows: list[dict], lim
     notes.append("Rows are grouped by method family (LoRA variants, adapters, prompt-based, multiplicative / "
                  "orthogonal, selective); a method's published rows follow ours.")
     return notes
+
+
+def precision_notes(ours: list[dict]) -> list[str]:
+    """Which precision the rows were evaluated at (eval.precision as resolved, in each record): one for
+    every row, or which differ; rows of different precisions are never pooled nor compared."""
+    known = sorted({g["eval_precision"] for g in ours} - {"-"})
+    unknown = any(g["eval_precision"] == "-" for g in ours)
+    if not known:
+        return ["Evaluation precision not recorded (records before eval.precision)."] if unknown else []
+    if len(known) == 1 and not unknown:
+        return [f"Evaluated at {known[0]}: every row's floating-point weights, adapters included, were set to "
+                f"{known[0]} for its test sets (eval.precision), whatever the method trains or stores them in, so "
+                f"rows differ by method, not by evaluation rounding."]
+    shown = ", ".join(known + (["not recorded (records before eval.precision)"] if unknown else []))
+    return [f"Rows were evaluated at different precisions ({shown}; the eval column says which): they are "
+            f"kept apart, and a row is compared only with the reference evaluated at its own precision."]
 
 
 def published_notes(rows: list[dict]) -> list[str]:

@@ -2,7 +2,8 @@
 
 Points are seed-aggregated groups; the accuracy is the paper's average when every set it needs
 was evaluated, else the all-sets average. Accuracies are comparable only when measured the same
-way: same task family, scoring, items per set, decoding and training set. So points are split into
+way: same task family, scoring, items per set, decoding, training set and evaluation precision. So
+points are split into
 series by that protocol (`series`), and each series has its own colour, marker, legend entry and
 Pareto front (`fronts`): a log-likelihood score on 50 items must not "dominate" a generated answer
 scored on 4. Markers say the method's family (LoRA variants, adapters, prompt-based, ...), one legend
@@ -19,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
 # what makes two accuracies comparable (a subset of aggregate.KEY: model and method are what we compare)
-PROTOCOL = ("task", "scoring", "eval_limit", "decoding", "train_set")
+PROTOCOL = ("task", "scoring", "eval_limit", "decoding", "train_set", "eval_precision")
 # a colour per series (protocol), a marker per method family (harness.methods.FAMILIES, in order)
 COLORS = [f"C{i}" for i in range(10)]
 FAMILY_MARKERS = {"base": "X", "full": "*", "lora": "o", "adapter": "s", "prompt": "^", "multiplicative": "D",

@@ -25,7 +25,7 @@ from harness.report.aggregate import averaged_family, family_of, metric_of
 
 ALPHA = 0.05
 POWER = 0.8
-COMPARABLE = ("model", "task", "train_set", "scoring", "eval_limit", "decoding")
+COMPARABLE = ("model", "task", "train_set", "scoring", "eval_limit", "decoding", "eval_precision")
 # the field of a predictions row that holds an item's outcome under each metric
 OUTCOME = {"acc": "correct", "acc_norm": "correct_norm"}
 

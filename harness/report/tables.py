@@ -71,8 +71,10 @@ def fmt_forgetting(ci: dict | None) -> str:
     return f"{ci['mean']:+.1f} [{ci['low']:+.1f}, {ci['high']:+.1f}]{marks}"
 
 
-def eval_label(scoring: str, decoding: str) -> str:
-    return f"generate ({decoding})" if scoring == "generate" else str(scoring)
+def eval_label(scoring: str, decoding: str, precision: str = "-") -> str:
+    """'generate (greedy, fp32)', 'cloze (bf16)': the scoring, its decoding and the evaluation precision."""
+    shown = [p for p in ((decoding if scoring == "generate" else None), precision) if p and p != "-"]
+    return f"{scoring} ({', '.join(shown)})" if shown else str(scoring)
 
 
 def items_label(limit: int) -> str:
@@ -111,7 +113,7 @@ def _forgetting_data(ci: dict | None) -> dict:
 
 def efficiency_table(groups: list[dict]) -> Table:
     """Cost per (model, method, task, ...) and device: parameters, memory, throughput, forgetting."""
-    multi = {c: len({(g[c] if c != "eval" else eval_label(g["scoring"], g["decoding"])) for g in groups}) > 1
+    multi = {c: len({(g[c] if c != "eval" else eval_label(g["scoring"], g["decoding"], g["eval_precision"])) for g in groups}) > 1
              for c in ("train_set", "eval", "eval_limit")}
     disp, data = [], []
     for g in groups:
@@ -120,7 +122,7 @@ def efficiency_table(groups: list[dict]) -> Table:
         if multi["train_set"]:
             row["train set"] = g["train_set"]
         if multi["eval"]:
-            row["eval"] = eval_label(g["scoring"], g["decoding"])
+            row["eval"] = eval_label(g["scoring"], g["decoding"], g["eval_precision"])
         if multi["eval_limit"]:
             row["items/set"] = items_label(g["eval_limit"])
         if any(x["variant"] for x in groups):
@@ -140,8 +142,8 @@ def efficiency_table(groups: list[dict]) -> Table:
             "device": ", ".join(g["devices"]),
         })
         disp.append(row)
-        data.append({k: g[k] for k in ("model", "method", "task", "train_set", "scoring", "decoding", "eval_limit",
-                                        "variant", "n")} | {"family": family_of_method(g["method"])}
+        data.append({k: g[k] for k in ("model", "method", "task", "train_set", "scoring", "decoding",
+                                        "eval_precision", "eval_limit", "variant", "n")} | {"family": family_of_method(g["method"])}
                     | {f: g[f][0] for f in ("trainable", "total_params", "trainable_pct", "mem_train_gib",
                                             "mem_eval_gib", "tokens_per_second", "eval_qps",
                                             "parse_failure_rate")}
