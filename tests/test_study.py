@@ -87,6 +87,10 @@ def test_the_winner_is_rerun_with_every_seed_on_the_test_sets(tmp_path, work_dir
     grid = pd.read_csv(tmp_path / "report" / "lr_selection.csv")
     assert list(grid["method"]) == ["bitfit"] and float(grid["chosen lr"][0]) == pytest.approx(chosen, rel=0.05)
     assert grid["grid: lr: validation loss (accuracy)"][0].count("✓") == 1
+    assert float(grid["loss SE"][0]) == pytest.approx(val["loss_se"], abs=5e-4)
+    report_text = (tmp_path / "report" / "report.md").read_text()
+    assert "Tuning horizon: 4 optimizer steps per tuning run, 0.67x the final runs' 6." in report_text
+    assert "Validation size: 16 records; loss SE:" in report_text
     costs = pd.read_csv(tmp_path / "report" / "efficiency.csv")
     assert len(costs) == 2 and set(costs["n"]) == {2}  # generate and cloze of the two finals, no tuning row
 

@@ -35,12 +35,15 @@ def selection_table(records: list, chosen: dict | None = None) -> Table | None:
         grid.sort(key=lambda g: g["lr"])
         best = selection.choose(grid)
         edge = selection.grid_edge(grid, best) if best else None
+        entry = (chosen or {}).get(method) or {}
+        se = (entry.get("validation") or {}).get("loss_se")
         rows.append({"model": model, "method": method, "task": task,
                      "grid: lr: validation loss (accuracy)": " · ".join(_cell(g, g is best) for g in grid),
                      "chosen lr": f"{best['lr']:.2g}" if best else MISSING,
-                     "note": selection.note((chosen or {}).get(method), edge)})
+                     "loss SE": f"{se:.3f}" if se is not None else MISSING,
+                     "note": selection.note(entry or None, edge)})
     data = pd.DataFrame(rows)
-    notes = [f"Chosen by the {selection.RULE}; ✓: the chosen rate, the one the final runs trained with.",
+    notes = _design_notes(list((chosen or {}).values())) + [f"Chosen by the {selection.RULE}; ✓: the chosen rate, the one the final runs trained with.",
              "Validation: a fixed held-out slice of the training set (validation.size records, the same for "
              "every rate and seed); accuracy on its first validation.accuracy_items records. No test set is read.",
              "interior: a tried rate on each side; at the cap: the grid was extended by its factor to "
@@ -48,3 +51,17 @@ def selection_table(records: list, chosen: dict | None = None) -> Table | None:
              "a grid not extended; within noise: margin over the runner-up < 2 standard errors of the "
              "validation loss."]
     return Table("Learning-rate selection (the study's tuning runs)", data, data, notes)
+
+
+def _design_notes(entries: list[dict]) -> list[str]:
+    """The tuning horizon and the validation set's size, as the selection recorded them (one line each
+    when every method shares them, per value otherwise)."""
+    horizons = sorted({(h["tune_steps"], h["final_steps"]) for e in entries if (h := e.get("horizon"))})
+    sizes = sorted({v["items"] for e in entries if (v := e.get("validation")) and v.get("items")})
+    notes = [f"Tuning horizon: {tune} optimizer steps per tuning run, {tune / final:.2g}x the final runs' {final}."
+             for tune, final in horizons]
+    if sizes:
+        notes.append(f"Validation size: {', '.join(map(str, sizes))} records; loss SE: the standard error of the chosen "
+                     f"rate's validation loss over those records (selection.json: how it was computed, and the "
+                     f"margin over the runner-up with its own standard error).")
+    return notes
