@@ -208,6 +208,27 @@ def test_throughput_drop_fails(dirs, capsys):
     assert code == 1 and result_of(out, "lora", "arithmetic", "train tokens/s") == "FAIL"
 
 
+def test_throughput_is_compared_per_unit_of_the_hosts_measured_speed(dirs, capsys):
+    """The same code ran 188 tokens/s one day and 147 two days later on the same 2-core EPYC: a slower
+    host is not a slower harness. With the host's matrix-product speed on both sides the gate compares
+    tokens/s per GFLOP/s; without it on one side, raw, and the row says which."""
+    baseline, current = dirs
+
+    def run(tps: float, host: float | None):
+        return lambda r: r["train_info"]["throughput"].update(tokens_per_second=tps, host_gflops=host)
+    edit(baseline / LORA_ARITH, run(188.0, 120.0))
+    edit(current / "runs" / LORA_ARITH, run(147.0, 94.0))  # the host 22% slower, the code unchanged
+    code, out, _ = gate(baseline, current, capsys)
+    assert code == 0 and result_of(out, "lora", "arithmetic", "train tokens/s") == "PASS"
+    assert "per host GFLOP/s (120 then 94); raw -21.8%" in out
+    edit(current / "runs" / LORA_ARITH, run(94.0, 120.0))  # the host as fast, the code 50% slower
+    code, out, _ = gate(baseline, current, capsys)
+    assert code == 1 and result_of(out, "lora", "arithmetic", "train tokens/s") == "FAIL"
+    edit(current / "runs" / LORA_ARITH, run(147.0, None))  # a record from before the host was measured
+    code, out, _ = gate(baseline, current, capsys)
+    assert code == 1 and "raw: host speed not recorded on both sides" in out
+
+
 def test_timings_from_another_device_are_not_compared(dirs, capsys):
     baseline, current = dirs
 

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from harness import data
 from harness.errors import ModelError
-from harness.pipeline import evaluate, models, prompts, runner
+from harness.pipeline import evaluate, measure, models, prompts, runner
 
 TIMING_KEYS = {"seconds", "questions_per_second", "generated_tokens_per_second"}
 
@@ -29,10 +29,22 @@ def test_same_config_and_seed_give_identical_metrics(compose_run, tmp_path):
     second = runner.run(compose_run(*cfg, results=tmp_path / "b"))
     assert first.run_id == second.run_id
     assert metrics_only(first) == metrics_only(second)
+    # the host's speed, measured beside training for the regression gate, is in the record
+    assert first.throughput.host_gflops > 0 and second.throughput.host_gflops > 0
     for name in first.eval:
         a = (tmp_path / "a" / "predictions" / first.run_id / f"{name}.jsonl").read_text()
         b = (tmp_path / "b" / "predictions" / second.run_id / f"{name}.jsonl").read_text()
         assert a == b
+
+
+def test_measuring_the_hosts_speed_leaves_the_random_streams_alone():
+    """It runs between the method's set-up and training: drawing from torch's global generator there
+    would change the data order and dropout of every run that measures it."""
+    torch.manual_seed(7)
+    want = torch.rand(3)
+    torch.manual_seed(7)
+    assert measure.host_gflops(torch.device("cpu"), windows=1, seconds=0.01) > 0
+    assert torch.equal(torch.rand(3), want)
 
 
 def test_a_record_holds_what_is_needed_to_rerun_it(compose_run, tmp_path):

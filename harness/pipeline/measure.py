@@ -6,6 +6,7 @@ CPU: peak resident set size (VmHWM), reset per phase by writing 5 to /proc/self/
 from __future__ import annotations
 
 import re
+import statistics
 import time
 from pathlib import Path
 
@@ -23,6 +24,35 @@ def clock(device: torch.device) -> float:
     """perf_counter after the device finished its queued work."""
     sync(device)
     return time.perf_counter()
+
+
+# The host's own speed, measured beside each training phase: on a shared machine (a cloud VM, a
+# laptop on battery) the same code trains 20-30% slower on one day than another (measured on the 2-core
+# EPYC: 188 and 147 tokens/s, same commit, two days apart), so the regression gate compares tokens/s
+# per unit of this speed, not raw. A fixed matrix product the size of a small model's projections:
+# fp32 on a CPU (what a CPU run trains in unless bf16 is fast), bf16 on a GPU.
+HOST_GEMM = (512, 576, 1536)
+
+
+def host_gflops(device: torch.device, windows: int = 5, seconds: float = 0.05) -> float:
+    """GFLOP/s of HOST_GEMM on `device`: the median of `windows` timings of about `seconds` each, after
+    a warm-up as long as two of them (the first products also wake the thread pool)."""
+    m, k, n = HOST_GEMM
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    rng = torch.Generator(device=device).manual_seed(0)  # its own: the run's random streams stay untouched
+    a = torch.randn(m, k, device=device, dtype=dtype, generator=rng)
+    b = torch.randn(k, n, device=device, dtype=dtype, generator=rng)
+    batch = 8 if device.type == "cuda" else 1  # a GPU product takes microseconds: fewer synchronisations
+
+    def window(length: float) -> float:
+        done, start = 0, clock(device)
+        while (elapsed := clock(device) - start) < length:
+            for _ in range(batch):
+                a @ b
+            done += batch
+        return 2 * m * k * n * done / elapsed / 1e9
+    window(2 * seconds)
+    return round(statistics.median(window(seconds) for _ in range(windows)), 2)
 
 
 class Laps:

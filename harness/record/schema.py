@@ -111,6 +111,7 @@ class Throughput(Section):
     real_tokens: Optional[int] = None
     padded_tokens: Optional[int] = None
     samples: Optional[int] = None
+    host_gflops: Optional[float] = None  # the host's matrix-product speed around training (measure.host_gflops)
 
 
 class LabelAccuracy(Section):

@@ -1,8 +1,8 @@
 """The comparison itself (pure): baseline rows vs current rows -> one verdict row per comparison.
 
 Runs are matched by (model, method, task, training set, scoring, eval limit, decoding, evaluation
-precision); runs of one
-match that differ by seed are averaged on each side. Only status-ok runs are compared.
+precision); runs of one match that differ by seed are averaged on each side. Only status-ok runs
+are compared.
 
 Tolerances follow what a number can tell:
 - accuracy, per test set and pooled over the sets of a match. Both sides answered the same items,
@@ -24,7 +24,9 @@ Tolerances follow what a number can tell:
   (relative) on the same kind of device; the same code reproduces it to ~1e-6 on a CPU, while a
   change to the objective, data order, optimizer or schedule moves it far more.
 - peak training memory (relative growth) and training tokens/s (relative drop): only between runs
-  on the same device; otherwise reported as not comparable, never failing.
+  on the same device; otherwise reported as not comparable, never failing. Tokens/s are compared per
+  unit of the host's speed measured around each run's training (a fixed matrix product), raw where a
+  side lacks it.
 """
 from __future__ import annotations
 
@@ -46,19 +48,22 @@ def summarise(rows: list[dict]) -> dict[tuple, dict]:
     devices, and the runs that did not finish ok."""
     out: dict[tuple, dict] = {}
     ok = [r for r in rows if r["status"] == "ok"]
-    for members, values in by_group(ok, KEY, ("mem_train_gib", "tokens_per_second")):
+    for members, values in by_group(ok, KEY, ("mem_train_gib", "tokens_per_second", "host_gflops")):
         out[tuple(members[0][k] for k in KEY)] = {
             "ok": members, "not_ok": [], "n": len(members),
             "acc": {s: mean for s, (mean, _) in values["acc"].items()},
             "items": {s: min(m["items"].get(s, 0) for m in members) for s in values["acc"]},
             "losses": {m["seed"]: m["losses"] for m in members if m.get("losses")},
             "mem": values["mem_train_gib"][0], "tps": values["tokens_per_second"][0],
+            # every run's host speed, or none: a mean over some runs would not describe the others
+            "host": values["host_gflops"][0] if all(m.get("host_gflops") for m in members) else None,
             "mem_kind": {r["mem_kind"] for r in members if r["mem_train_gib"] is not None},
             "devices": {r["device"] for r in members}, "device_types": {r.get("device_type") for r in members}}
     for r in rows:
         if r["status"] != "ok":  # listed, never averaged: a key with none ok has nothing to compare
             side = out.setdefault(tuple(r[k] for k in KEY), {"ok": [], "not_ok": [], "n": 0, "acc": {}, "items": {},
-                                                             "losses": {}, "mem": None, "tps": None, "mem_kind": set(),
+                                                             "losses": {}, "mem": None, "tps": None, "host": None,
+                                                             "mem_kind": set(),
                                                              "devices": set(), "device_types": set()})
             side["not_ok"].append(r)
     return out
@@ -218,9 +223,20 @@ def _cost_rows(row, key, b, c, vram_growth, tps_drop):
         elif not same_device:
             row(key, "train tokens/s", b["tps"], c["tps"], result="SKIP", note=why)
         else:
-            change = c["tps"] / b["tps"] - 1 if b["tps"] else 0.0
+            change, note = throughput_change(b, c)
             row(key, "train tokens/s", round(b["tps"], 2), round(c["tps"], 2), f"{change:+.1%}", f"-{tps_drop:.0%}",
-                "FAIL" if -change > tps_drop + EPS else "PASS")
+                "FAIL" if -change > tps_drop + EPS else "PASS", note)
+
+
+def throughput_change(b: dict, c: dict) -> tuple[float, str]:
+    """The relative change of tokens/s, per unit of the host's measured speed when both sides have it
+    (harness.pipeline.measure.host_gflops): the same code on the same CPU model runs 20-30% slower on a
+    busy or throttled day, which the raw figures would blame on the code."""
+    raw = c["tps"] / b["tps"] - 1 if b["tps"] else 0.0
+    if not (b.get("host") and c.get("host")):
+        return raw, "raw: host speed not recorded on both sides"
+    change = (c["tps"] / c["host"]) / (b["tps"] / b["host"]) - 1 if b["tps"] else 0.0
+    return change, f"per host GFLOP/s ({b['host']:.0f} then {c['host']:.0f}); raw {raw:+.1%}"
 
 
 def verdict(rows: list[dict], require_all: bool = False) -> int:

@@ -127,7 +127,7 @@ def _our_rows(family, groups: list[dict], avgs: list[tuple[str, str]]) -> list[d
         cells.update(avg_cells, vs_reference=fmt_vs(g.get("vs_reference")), p=fmt_p(g.get("vs_reference")))
         rows.append({"source": "ours", "model": g["model"], "method": g["method"],
                      "family": family_of_method(g["method"]), "train_set": g["train_set"],
-                     "eval": eval_label(g["scoring"], g["decoding"], g["eval_precision"]), "items": items_label(g["eval_limit"]),
+                     "eval": eval_label(g), "items": items_label(g["eval_limit"]),
                      "variant": g["variant"], "lr": f"{g['lr']:.2g}" if g.get("lr") else MISSING,
                      "seeds": seeds_cell(g), "cells": cells,
                      "data": {"source": "ours", "model": g["model"], "method": g["method"],

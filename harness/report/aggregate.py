@@ -143,7 +143,7 @@ def flatten(rec, path: Path | None = None, evaluation: dict | None = None, eval_
         "trainable": params.trainable if params else None, "total_params": params.total if params else None,
         "trainable_pct": params.trainable_pct if params else None,
         "mem_train_gib": mem_train, "mem_eval_gib": mem_eval, "mem_kind": kind_train or kind_eval,
-        "tokens_per_second": rec.throughput.tokens_per_second,
+        "tokens_per_second": rec.throughput.tokens_per_second, "host_gflops": rec.throughput.host_gflops,
         "forgetting_avg": rec.forgetting.forgetting_avg if rec.forgetting else None,
         "forgetting": rec.forgetting,  # per-item differences: pooled over seeds by report.retention
         "device": device_identity(rec.meta_info), "device_name": rec.meta_info.device_name,

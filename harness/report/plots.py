@@ -3,11 +3,10 @@
 Points are seed-aggregated groups; the accuracy is the paper's average when every set it needs
 was evaluated, else the all-sets average. Accuracies are comparable only when measured the same
 way: same task family, scoring, items per set, decoding, training set and evaluation precision. So
-points are split into
-series by that protocol (`series`), and each series has its own colour, marker, legend entry and
-Pareto front (`fronts`): a log-likelihood score on 50 items must not "dominate" a generated answer
-scored on 4. Markers say the method's family (LoRA variants, adapters, prompt-based, ...), one legend
-entry per family shown.
+points are split into series by that protocol (`series`), and each series has its own colour,
+marker, legend entry and Pareto front (`fronts`): a log-likelihood score on 50 items must not
+"dominate" a generated answer scored on 4. Markers say the method's family (LoRA variants, adapters,
+prompt-based, ...), one legend entry per family shown.
 """
 from __future__ import annotations
 

@@ -71,8 +71,10 @@ def fmt_forgetting(ci: dict | None) -> str:
     return f"{ci['mean']:+.1f} [{ci['low']:+.1f}, {ci['high']:+.1f}]{marks}"
 
 
-def eval_label(scoring: str, decoding: str, precision: str = "-") -> str:
-    """'generate (greedy, fp32)', 'cloze (bf16)': the scoring, its decoding and the evaluation precision."""
+def eval_label(group: dict) -> str:
+    """'generate (greedy, fp32)', 'cloze (bf16)': a row's (or group's) scoring, its decoding and the
+    evaluation precision."""
+    scoring, decoding, precision = group["scoring"], group["decoding"], group.get("eval_precision", "-")
     shown = [p for p in ((decoding if scoring == "generate" else None), precision) if p and p != "-"]
     return f"{scoring} ({', '.join(shown)})" if shown else str(scoring)
 
@@ -113,7 +115,7 @@ def _forgetting_data(ci: dict | None) -> dict:
 
 def efficiency_table(groups: list[dict]) -> Table:
     """Cost per (model, method, task, ...) and device: parameters, memory, throughput, forgetting."""
-    multi = {c: len({(g[c] if c != "eval" else eval_label(g["scoring"], g["decoding"], g["eval_precision"])) for g in groups}) > 1
+    multi = {c: len({(g[c] if c != "eval" else eval_label(g)) for g in groups}) > 1
              for c in ("train_set", "eval", "eval_limit")}
     disp, data = [], []
     for g in groups:
@@ -122,7 +124,7 @@ def efficiency_table(groups: list[dict]) -> Table:
         if multi["train_set"]:
             row["train set"] = g["train_set"]
         if multi["eval"]:
-            row["eval"] = eval_label(g["scoring"], g["decoding"], g["eval_precision"])
+            row["eval"] = eval_label(g)
         if multi["eval_limit"]:
             row["items/set"] = items_label(g["eval_limit"])
         if any(x["variant"] for x in groups):
