@@ -39,7 +39,7 @@ SLOW ?=
 TEST_MARKS := $(if $(SLOW),,-m "not slow")
 
 test: $(STAMP)
-	$(PY) -m pytest -q -x -n $(TEST_WORKERS) --timeout=900 $(TEST_MARKS) tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(PY) -m pytest -q -x -n $(TEST_WORKERS) --dist worksteal --timeout=900 $(TEST_MARKS) tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 
 sweep: $(STAMP)

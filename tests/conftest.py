@@ -11,6 +11,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_collection_finish(session):
+    """Every object alive once the tests are collected (the imported torch, transformers, peft, the
+    collected tests) lives to the end: freezing them keeps each gc.collect() from walking them again.
+    The harness collects at each phase start (harness.pipeline.measure.release) and Trainer at the
+    end of training; in a test process each full collection took ~0.28 s, ~0.6 s per trained run."""
+    import gc
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture
 def make_tiny_llama():
     """Factory for a tiny random LlamaForCausalLM in eval mode; the same seed gives the same weights.

@@ -29,13 +29,14 @@ CPU = torch.device("cpu")
 _CFGS: dict = {}
 
 
-def method_cfg(name: str, *extra: str):
-    """The method section of a checked tiny-random run config (cached: composition is the slow part)."""
+def method_cfg(name: str, *extra: str, section: str = "method"):
+    """A section (the method's) of a checked tiny-random run config (cached: composition is the slow part,
+    ~0.2 s a config)."""
     key = (name, *extra)
     if key not in _CFGS:
         base = [] if name == "none" else ["train.max_steps=3"]
-        _CFGS[key] = resolve_one(["model=tiny-random", f"method={name}", *base, *extra]).method
-    return copy.deepcopy(_CFGS[key])
+        _CFGS[key] = resolve_one(["model=tiny-random", f"method={name}", *base, *extra])
+    return copy.deepcopy(_CFGS[key][section])
 
 
 def ctx(tok, steps: int = 3):

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import refused_in_process
 
+from harness.pipeline import runner
+
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["model=tiny-random", "task=arithmetic", "train.max_steps=1", "train.batch_size=2",
          "train.micro_batch_size=2", "eval.limit=1", "eval.max_new_tokens=4", "forgetting.enabled=false",
@@ -92,10 +94,9 @@ def test_the_command_exits_2_with_one_line_and_no_traceback(case, tmp_path, work
     assert nothing_written(tmp_path / "results")
 
 
-def test_a_good_user_train_file_is_used_and_hashed(tmp_path, work_dirs):
+def test_a_good_user_train_file_is_used_and_hashed(tmp_path, compose_run):
     path = write_train_file(tmp_path, "mine.json", json.dumps([GOOD] * 4).encode())
-    done = cli(tmp_path, work_dirs["cache"], "method=bitfit", f"task.train_set={path}")
-    assert done.returncode == 0, done.stderr[-2000:]
-    [rec_path] = (tmp_path / "results" / "runs").glob("*.json")
-    rec = json.loads(rec_path.read_text())
-    assert rec["data"]["train"][0]["records"] == 4 and len(rec["data"]["train"][0]["sha256"]) == 64
+    rec = runner.run(compose_run("method=bitfit", f"task.train_set={path}", "train.max_steps=1", "eval.limit=1",
+                                 "forgetting.enabled=false", results=tmp_path / "results"))
+    assert rec.status == "ok"
+    assert rec.data.train[0]["records"] == 4 and len(rec.data.train[0]["sha256"]) == 64

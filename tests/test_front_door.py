@@ -99,23 +99,27 @@ def test_the_schemas_are_not_choices():
 def test_a_training_file_without_output_is_refused(tmp_path, work_dirs):
     path = tmp_path / "no_output.json"
     path.write_text(json.dumps([GOOD, {"instruction": "2+2?", "input": "", "answer": "4"}]))
-    refused(cli(tmp_path / "results", work_dirs["cache"], "method=lora", f"task.train_set={path}"),
-            "no_output.json", "record 1", "'output'")
+    args = (*QUICK, f"results_dir={tmp_path / 'results'}", f"cache_dir={work_dirs['cache']}", "method=lora",
+            f"task.train_set={path}")
+    message = refused_in_process(*args)
+    assert all(w in message for w in ("no_output.json", "record 1", "'output'")), message
     path.write_text(json.dumps([GOOD, {**GOOD, "output": "  "}]))
-    refused(cli(tmp_path / "results", work_dirs["cache"], "method=lora", f"task.train_set={path}"),
-            "record 1", "empty 'output'")
+    message = refused_in_process(*args)
+    assert "record 1" in message and "empty 'output'" in message, message
     assert not (tmp_path / "results").exists()
 
 
-def test_a_training_set_smaller_than_a_batch_is_warned_in_log_and_record(tmp_path, work_dirs):
+def test_a_training_set_smaller_than_a_batch_is_warned_in_log_and_record(tmp_path, compose_run, caplog):
     path = tmp_path / "one.json"
     path.write_text(json.dumps([GOOD]))
-    done = cli(tmp_path / "results", work_dirs["cache"], "method=bitfit", f"task.train_set={path}",
-               "train.batch_size=16", "train.micro_batch_size=16", "wandb.enabled=false")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "fewer than one batch" in done.stdout + done.stderr
-    [rec] = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json")]
-    assert any("fewer than one batch" in w for w in rec["warnings"])
+    caplog.set_level("INFO")
+    rec = runner.run(compose_run("method=bitfit", f"task.train_set={path}", "train.batch_size=16",
+                                 "train.micro_batch_size=16", "train.max_steps=1", "eval.limit=1",
+                                 "forgetting.enabled=false", results=tmp_path / "results"))
+    assert rec.status == "ok" and any("fewer than one batch" in w for w in rec.warnings)
+    # logged as a warning: the console shows warnings (conf/hydra/job_logging/harness.yaml)
+    assert any(r.levelname == "WARNING" and "fewer than one batch" in r.getMessage() for r in caplog.records)
+    assert "fewer than one batch" in Path(rec.run_info.log).read_text()  # and in the run's own log file
 
 
 def test_max_steps_replaces_epochs_and_an_absurd_run_is_warned(work_dirs):
@@ -131,7 +135,9 @@ def test_max_steps_replaces_epochs_and_an_absurd_run_is_warned(work_dirs):
     assert not runner.Plan(resolve_one(["model=tiny-random", "method=bitfit", "train.max_steps=10"])).warnings
 
 
-@pytest.mark.parametrize("fault,status", [("nan@1", "diverged"), ("oom@1", "oom")])
+# one status through the command's own exit; how every status maps to the exit is tested in-process
+# (test_the_exit_status_reads_each_runs_own_record)
+@pytest.mark.parametrize("fault,status", [("nan@1", "diverged"), pytest.param("oom@1", "oom", marks=pytest.mark.slow)])
 def test_a_single_run_that_does_not_end_ok_exits_non_zero(fault, status, tmp_path, work_dirs):
     done = cli(tmp_path / "results", work_dirs["cache"], "method=lora", "wandb.enabled=false",
                env={"PEFT_BENCH_INJECT_FAULT": fault})

@@ -62,18 +62,16 @@ def test_each_method_writes_a_valid_record(compose_run, work_dirs, method):
         assert (work_dirs["results"] / "checkpoints" / rec.run_id).is_dir()
 
 
-def test_cli_writes_a_record(tmp_path, work_dirs):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args = [sys.executable, "-m", "harness", "method=lora", "model=tiny-random", "task=commonsense",
-            "train.max_steps=1", "train.batch_size=2", "train.micro_batch_size=2", "eval.limit=2",
-            "eval.scoring=label", "forgetting.enabled=false", "wandb.enabled=false",
-            f"results_dir={tmp_path}", f"cache_dir={work_dirs['cache']}"]
-    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_a_label_scored_commonsense_run_writes_a_record(compose_run, tmp_path):
+    """The command's own happy path (a subprocess, exit 0, a record, a quiet console) is
+    test_front_door.py::test_wandb_mode_env_is_honoured_over_a_key."""
+    rec = runner.run(compose_run("method=lora", "task=commonsense", "train.max_steps=1", "train.batch_size=2",
+                                 "train.micro_batch_size=2", "eval.limit=2", "eval.scoring=label",
+                                 "forgetting.enabled=false", results=tmp_path))
     [path] = (tmp_path / "runs").glob("*.json")
-    rec = json.loads(path.read_text())
-    assert rec["status"] == "ok" and all(m["scoring"] == "label" for m in rec["eval"].values())
-    assert rec["eval"]["hellaswag"]["approximate"] is True
+    assert json.loads(path.read_text())["run_id"] == rec.run_id
+    assert rec.status == "ok" and all(m.scoring == "label" for m in rec.eval.values())
+    assert rec.eval["hellaswag"].approximate is True
     # bad input's exit 2: test_bad_input.py::test_the_command_exits_2_with_one_line_and_no_traceback
 
 

@@ -34,7 +34,7 @@ def clock(device: torch.device) -> float:
 HOST_GEMM = (512, 576, 1536)
 
 
-def host_gflops(device: torch.device, windows: int = 5, seconds: float = 0.05) -> float:
+def host_gflops(device: torch.device, windows: int = 5, seconds: float = 0.03) -> float:
     """GFLOP/s of HOST_GEMM on `device`: the median of `windows` timings of about `seconds` each, after
     a warm-up as long as two of them (the first products also wake the thread pool)."""
     m, k, n = HOST_GEMM

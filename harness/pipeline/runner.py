@@ -206,6 +206,8 @@ def run_or_reuse(cfg) -> tuple[record.Record, bool]:
     if dist.main:
         record.check_writable(plan.paths.results_dir)
     with run_log(plan.paths.log if dist.main else None):
+        for warning in plan.warnings:  # warned while reading the data, before the run's log file opened
+            log.info("warned before the run started: %s", warning)
         return run_loaded(plan, loaded, dist, device), False
 
 
