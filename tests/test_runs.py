@@ -2,19 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from harness import methods
 from harness.pipeline import runner
-from harness.record import env
 
 METHODS = list(methods.all_methods())  # every registered method, whatever it is
-REPO = Path(__file__).resolve().parents[1]
 
 
 def check_record(rec, method: str) -> None:
