@@ -14,9 +14,8 @@ from types import SimpleNamespace
 import pytest
 
 from harness.regress import cli as regress
-from harness.regress.compare import accuracy_threshold, compare
+from harness.regress.compare import accuracy_threshold
 from harness.regress.sources import publish_wandb, record_from_wandb
-from harness.report.aggregate import flatten
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "records"
